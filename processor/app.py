@@ -1,0 +1,434 @@
+"""The consume loop: fetch a batch, decide it in Redis, publish verdicts, then commit.
+
+One batch at a time: `getmany` returns records of several partitions; each partition's
+valid events are decided by one script call (the calls run concurrently), the verdicts
+and dead letters are produced without awaiting each send, and only when Kafka has
+acknowledged all of them are the offsets committed. A crash anywhere replays the tail,
+and the stored results turn the replay into identical verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import OffsetAndMetadata
+from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+
+from processor import rules
+from processor.config import Settings
+from processor.http import HttpServer
+from processor.lease_store import Claim, FencedError, LeaseStore, Rules
+from processor.metrics import Metrics
+from processor.tokens import make_signer
+from processor.topics import ensure_topics
+from processor.verdicts import build_verdicts
+from processor.wire import DecodedEvent, DecodeError, decode_event
+
+log = logging.getLogger("processor")
+
+# Failures worth waiting out: the service is away, not the data wrong.
+TRANSIENT_REDIS = (RedisConnectionError, RedisTimeout, BusyLoadingError, OSError)
+MAX_BACKOFF_S = 5.0
+PRODUCER_BATCH_BYTES = 512 * 1024
+
+
+class StopRequested(Exception):
+    """The batch was abandoned because the processor is stopping; nothing was committed."""
+
+
+@dataclass
+class PartitionBatch:
+    tp: TopicPartition
+    first_offset: int
+    last_offset: int
+    events: list[tuple[int, int, DecodedEvent]] = field(default_factory=list)
+    dead_letters: list[tuple[object, DecodeError]] = field(default_factory=list)
+    results: list | None = None
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._processor.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._processor.on_assigned(assigned)
+
+
+class Processor:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._signer = make_signer(settings)
+        self._redis: Redis | None = None
+        self._store: LeaseStore | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._http: HttpServer | None = None
+        self._partitioner = DefaultPartitioner()
+        self._verdict_partitions: list[int] = []
+        self._partition_of_user: dict[str, int] = {}
+        self._epochs: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}  # next offset to read, as committed in Kafka
+        self._halted: set[TopicPartition] = set()  # Redis lost their state
+        self._batch_lock = asyncio.Lock()
+        self._pending_commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._stopping = asyncio.Event()
+        self._consuming = False
+        self._last_poll = 0.0
+        self.http_port: int | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        counts = await ensure_topics(
+            s.kafka_bootstrap_servers,
+            [s.events_topic, s.verdicts_topic, s.dlq_topic],
+            s.topic_partitions,
+            s.topic_replication_factor,
+        )
+        self._verdict_partitions = list(range(counts[s.verdicts_topic]))
+        self._redis = Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self._store = LeaseStore(
+            self._redis,
+            s.events_topic,
+            Rules(s.max_streams, s.lease_ttl_ms, s.overflow_policy, s.event_id_memory, s.idle_user_ttl_seconds * 1000),
+        )
+        await self._retry_redis("partition count check", lambda: self._store.check_partition_count(counts[s.events_topic]))
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            linger_ms=0,
+        )
+        await self._producer.start()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.kafka_bootstrap_servers,
+            group_id=s.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+        )
+        self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
+        await self._consumer.start()
+        self._http = HttpServer(s.http_port, self.metrics.registry, self.health)
+        await self._http.start()
+        self.http_port = self._http.port
+        log.info(
+            "processor started",
+            extra={"group": s.consumer_group, "events_topic": s.events_topic, "http_port": self.http_port,
+                   "max_streams": s.max_streams, "policy": s.overflow_policy},
+        )
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit, leave the group and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self.consume_until_stopped()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        self._consuming = False
+        if self._consumer is not None:
+            await self._consumer.stop()  # leaves the group, partitions move at once
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._http is not None:
+            await self._http.stop()
+        if self._redis is not None:
+            await self._redis.aclose()
+        log.info("processor stopped")
+
+    def health(self) -> tuple[bool, dict]:
+        assigned = self._consumer.assignment() if self._consumer is not None else set()
+        stalled = time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
+        body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
+        if self._halted:
+            body["stateLostPartitions"] = sorted(tp.partition for tp in self._halted)
+        ok = self._consuming and bool(assigned) and not self._halted and not stalled
+        if not ok:
+            body["status"] = "DOWN"
+        return ok, body
+
+    # -- rebalancing --------------------------------------------------------------------
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in flight finish, and commit what it published while we still own it.
+        async with self._batch_lock:
+            await self._commit_pending()
+        for tp in revoked:
+            self._epochs.pop(tp, None)
+            self._committed.pop(tp, None)
+            if tp in self._halted:
+                self._halted.discard(tp)
+                self.metrics.state_lost.labels(str(tp.partition)).set(0)
+        self.metrics.assigned.set(0)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in sorted(assigned):
+            await self._take_partition(tp)
+        self.metrics.assigned.set(len(assigned))
+        log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+    async def _take_partition(self, tp: TopicPartition) -> None:
+        assert self._consumer is not None and self._store is not None
+        claim: Claim = await self._retry_redis("claim", lambda: self._store.claim(tp.partition))
+        committed = await self._consumer.committed(tp)
+        self._epochs[tp] = claim.epoch
+        self._committed[tp] = -1 if committed is None else committed
+        if committed is None or (claim.applied is not None and claim.applied >= committed - 1):
+            return
+        # Kafka says offsets up to committed-1 were decided, Redis does not know them: the
+        # leases of that history are gone, and deciding on would grant streams twice.
+        if self.settings.accept_state_loss:
+            log.warning(
+                "accepting lost Redis state (ACCEPT_STATE_LOSS=true): deciding from an empty state",
+                extra={"partition": tp.partition, "committed": committed, "applied": claim.applied},
+            )
+            await self._store.accept_state_loss(tp.partition, claim.epoch, committed - 1)
+            return
+        self._halted.add(tp)
+        self._consumer.pause(tp)
+        self.metrics.state_lost.labels(str(tp.partition)).set(1)
+        log.error(
+            "Redis lost the lease state of this partition: it is not decided until an operator restarts "
+            "the processor with ACCEPT_STATE_LOSS=true (see README, 'Redis state loss')",
+            extra={"partition": tp.partition, "committed": committed, "applied": claim.applied},
+        )
+
+    # -- the loop -----------------------------------------------------------------------
+    async def consume_until_stopped(self) -> None:
+        assert self._consumer is not None
+        self._consuming = True
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                self._last_poll = time.monotonic()
+                fetch = asyncio.ensure_future(
+                    self._consumer.getmany(
+                        timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+                    )
+                )
+                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    fetch.cancel()
+                    break
+                records = fetch.result()
+                if not records:
+                    continue
+                try:
+                    async with self._batch_lock:
+                        await self._process(records)
+                    async with self._batch_lock:
+                        await self._commit_pending()
+                except StopRequested:
+                    break
+        finally:
+            stop_wait.cancel()
+            self._consuming = False
+
+    async def _process(self, records: dict) -> None:
+        started = time.perf_counter()
+        batches = [self._split(tp, recs) for tp, recs in records.items() if tp not in self._halted]
+        batches = [b for b in batches if b is not None]
+        if not batches:
+            return
+        decided = await asyncio.gather(*(self._decide(b) for b in batches))
+        batches = [b for b, ok in zip(batches, decided, strict=True) if ok]
+        await self._publish(batches)
+        for b in batches:
+            self._pending_commit[b.tp] = OffsetAndMetadata(b.last_offset + 1, "")
+            self._observe(b)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _split(self, tp: TopicPartition, recs: list) -> PartitionBatch | None:
+        if not recs:
+            return None
+        batch = PartitionBatch(tp, recs[0].offset, recs[-1].offset)
+        self.metrics.batch_size.observe(len(recs))
+        events = batch.events
+        for rec in recs:
+            try:
+                events.append((rec.offset, rec.timestamp, decode_event(rec.value)))
+            except DecodeError as err:
+                batch.dead_letters.append((rec, err))
+        return batch
+
+    async def _decide(self, batch: PartitionBatch) -> bool:
+        """Run the batch's script call; False when the partition was taken by another owner."""
+        assert self._store is not None and self._consumer is not None
+        tp = batch.tp
+        while True:
+            epoch = self._epochs.get(tp)
+            if epoch is None:
+                return False  # revoked meanwhile
+            try:
+                batch.results = await self._retry_redis(
+                    "decide",
+                    lambda epoch=epoch: self._store.decide(
+                        tp.partition, epoch, self._committed.get(tp, -1), batch.last_offset, batch.events
+                    ),
+                )
+                return True
+            except FencedError as err:
+                self.metrics.fenced.inc()
+                if err.current_epoch is None:
+                    # Redis lost the partition's hash (restart without data): take it again,
+                    # which also runs the state-loss check.
+                    log.error("partition state vanished from Redis", extra={"partition": tp.partition})
+                    await self._take_partition(tp)
+                    if tp in self._halted:
+                        self._consumer.seek(tp, batch.first_offset)
+                        return False
+                    continue
+                log.warning(
+                    "fenced: another instance owns this partition now; batch dropped",
+                    extra={"partition": tp.partition, "first_offset": batch.first_offset},
+                )
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, batch.first_offset)
+                return False
+
+    async def _publish(self, batches: list[PartitionBatch]) -> None:
+        """Produce every verdict and dead letter of the batches; return when Kafka acknowledged all."""
+        assert self._producer is not None
+        s = self.settings
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for b in batches:
+            partition = b.tp.partition
+            for (offset, _ts, ev), result in zip(b.events, b.results or (), strict=True):
+                if result[0] == 0:
+                    log.warning(
+                        "redelivered offset whose result is no longer stored: no verdict re-sent",
+                        extra={"partition": partition, "offset": offset, "userId": ev.user_id},
+                    )
+                    continue
+                key = ev.user_id.encode()
+                target = self._verdict_partition(ev.user_id, key)
+                out = by_partition.setdefault(target, [])
+                for value in build_verdicts(ev, result, s.events_topic, partition, offset, self._signer):
+                    out.append((key, value))
+        attempt = 0
+        while True:
+            try:
+                futures = [await self._send_dead_letter(rec, err) for b in batches for rec, err in b.dead_letters]
+                for target, records in by_partition.items():
+                    futures += await self._send_verdicts(target, records)
+                await asyncio.gather(*futures)
+                return
+            except KafkaError as exc:
+                attempt += 1
+                self.metrics.retries.labels("produce").inc()
+                log.warning("publishing verdicts failed; retrying the batch, nothing committed",
+                            extra={"error": repr(exc), "attempt": attempt})
+                await self._backoff(attempt)
+
+    async def _send_verdicts(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[asyncio.Future]:
+        assert self._producer is not None
+        futures = []
+        batch = self._producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                batch.close()
+                futures.append(await self._producer.send_batch(batch, self.settings.verdicts_topic, partition=partition))
+                batch = self._producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        batch.close()
+        futures.append(await self._producer.send_batch(batch, self.settings.verdicts_topic, partition=partition))
+        return futures
+
+    async def _send_dead_letter(self, rec, err: DecodeError) -> asyncio.Future:
+        assert self._producer is not None
+        headers = [
+            ("error", err.code.encode()),
+            ("error.detail", err.detail[:500].encode()),
+            ("source.topic", rec.topic.encode()),
+            ("source.partition", str(rec.partition).encode()),
+            ("source.offset", str(rec.offset).encode()),
+            ("source.timestamp", str(rec.timestamp).encode()),
+        ]
+        headers.extend(rec.headers or ())
+        self.metrics.dlq.labels(err.code).inc()
+        log.warning(
+            "record dead-lettered",
+            extra={"error": err.code, "detail": err.detail[:200], "partition": rec.partition, "offset": rec.offset},
+        )
+        return await self._producer.send(self.settings.dlq_topic, key=rec.key, value=rec.value, headers=headers)
+
+    def _verdict_partition(self, user_id: str, key: bytes) -> int:
+        """The partition the default partitioner gives this key, cached per user."""
+        partition = self._partition_of_user.get(user_id)
+        if partition is None:
+            if len(self._partition_of_user) > 1_000_000:
+                self._partition_of_user.clear()
+            partitions = self._verdict_partitions
+            partition = self._partitioner(key, partitions, partitions)
+            self._partition_of_user[user_id] = partition
+        return partition
+
+    async def _commit_pending(self) -> None:
+        if not self._pending_commit or self._consumer is None:
+            return
+        offsets, self._pending_commit = self._pending_commit, {}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on: the new owner replays these offsets and gets the stored verdicts.
+            log.warning("commit refused after a rebalance", extra={"error": repr(exc)})
+            return
+        for tp, meta in offsets.items():
+            if tp in self._committed:
+                self._committed[tp] = meta.offset
+
+    def _observe(self, b: PartitionBatch) -> None:
+        m = self.metrics
+        for (_o, _t, ev), result in zip(b.events, b.results or (), strict=True):
+            code = result[0]
+            if code == 0:
+                continue
+            decision, reason = rules.OUTCOMES[code]
+            m.events.labels(ev.type, decision, reason).inc()
+            if len(result) > 5:
+                m.revokes.inc(len(result[5]))
+        assert self._consumer is not None
+        highwater = self._consumer.highwater(b.tp)
+        if highwater is not None:
+            m.lag.labels(str(b.tp.partition)).set(max(0, highwater - b.last_offset - 1))
+
+    # -- retrying -----------------------------------------------------------------------
+    async def _retry_redis(self, what: str, call):
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except TRANSIENT_REDIS as exc:
+                attempt += 1
+                self.metrics.retries.labels("redis").inc()
+                log.warning("Redis unavailable; retrying", extra={"what": what, "error": repr(exc), "attempt": attempt})
+                await self._backoff(attempt)
+
+    async def _backoff(self, attempt: int) -> None:
+        delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)  # noqa: S311
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            return
+        raise StopRequested

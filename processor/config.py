@@ -1,0 +1,96 @@
+"""Settings from the environment (and `.env`), validated once at start.
+
+One frozen object, built by `load_settings()` and passed down; nothing else reads
+os.environ. Names follow the contract (KAFKA_BOOTSTRAP_SERVERS, MAX_STREAMS, ...).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """What the processor and the simulator share: where the services are, and the rules."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    redis_url: str = "redis://localhost:6379/0"
+    events_topic: str = Field("playback.events", min_length=1)
+    verdicts_topic: str = Field("playback.verdicts", min_length=1)
+    dlq_topic: str = Field("playback.events.dlq", min_length=1)
+    consumer_group: str = Field("concurrency-processor", min_length=1)
+
+    max_streams: int = Field(3, ge=1, le=1000)
+    lease_ttl_seconds: int = Field(90, ge=1)
+    overflow_policy: Literal["reject", "evict_oldest"] = "reject"
+    # How many recent eventIds per user are remembered to absorb upstream duplicates.
+    event_id_memory: int = Field(16, ge=1, le=1000)
+    topic_partitions: int = Field(12, ge=1)
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        return self.lease_ttl_seconds * 1000
+
+
+class Settings(CommonSettings):
+    """The processor's settings."""
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "RS256", "EdDSA"] = "HS256"
+    jwt_private_key_file: Path | None = None
+    # Without JWT_SECRET the processor refuses to start unless this is set (development only).
+    allow_insecure_dev_secret: bool = False
+
+    topic_replication_factor: int = Field(1, ge=1)
+    http_port: int = Field(8080, ge=0, le=65535)
+
+    # Processor tuning, beyond the contract.
+    batch_max_records: int = Field(2000, ge=1)
+    fetch_timeout_ms: int = Field(200, ge=1)
+    idle_user_ttl_seconds: int = Field(86_400, ge=60)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    # Accept an empty Redis for partitions that have committed offsets (after state loss).
+    accept_state_loss: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check_signing(self) -> Settings:
+        if self.jwt_algorithm == "HS256":
+            if self.jwt_secret is None and not self.allow_insecure_dev_secret:
+                raise ValueError(
+                    "JWT_SECRET is not set: set it to a long random string, or set "
+                    "ALLOW_INSECURE_DEV_SECRET=true to run with a fixed development secret"
+                )
+            if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 16:
+                raise ValueError("JWT_SECRET must be at least 16 characters")
+        elif self.jwt_private_key_file is None:
+            raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY_FILE (a PEM private key)")
+        elif not self.jwt_private_key_file.is_file():
+            raise ValueError(f"JWT_PRIVATE_KEY_FILE {self.jwt_private_key_file} is not a readable file")
+        return self
+
+
+DEV_SECRET = "insecure-development-secret-do-not-use"
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            lines.append(f"  {where}: {err['msg']}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,38 @@
+"""GET /health and GET /metrics on the processor's event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HttpServer:
+    def __init__(self, port: int, registry: CollectorRegistry, health: Callable[[], tuple[bool, dict]]) -> None:
+        self._port = port
+        self._registry = registry
+        self._health = health
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", self._get_health)
+        app.router.add_get("/metrics", self._get_metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "0.0.0.0", self._port)  # noqa: S104 - probes come from outside
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _get_health(self, _request: web.Request) -> web.Response:
+        ok, body = self._health()
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _get_metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,157 @@
+"""Lease state in Redis: the Lua scripts, their keys, and how a batch is passed to them.
+
+Every key of one Kafka partition shares the hash tag `{<events topic>:<partition>}`, so a
+partition's users, its applied offset and its fencing epoch live in one Redis Cluster slot
+and one script call can decide the partition's whole batch atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import orjson
+from redis.asyncio import Redis
+
+from processor.wire import DecodedEvent
+
+KEY_PREFIX = "sc"
+
+
+def _load_lua(name: str) -> str:
+    return resources.files("processor").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+class FencedError(RuntimeError):
+    """A newer owner took the partition: this instance must not write for it.
+
+    `current_epoch` is None when Redis no longer knows the partition at all (state lost).
+    """
+
+    def __init__(self, partition: int, epoch: int, reply: bytes) -> None:
+        current = reply.decode().partition(":")[2]
+        self.current_epoch = None if current in ("", "nil", "false") else int(current)
+        super().__init__(f"partition {partition}: epoch {epoch} is stale (current: {current or 'none'})")
+
+
+class PartitionCountChanged(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    epoch: int
+    applied: int | None  # last offset applied in Redis, None when Redis knows nothing of it
+
+
+@dataclass(frozen=True)
+class Rules:
+    max_streams: int
+    lease_ttl_ms: int
+    overflow_policy: str
+    event_id_memory: int
+    idle_user_ttl_ms: int
+
+
+# One result per event, as the script returns it:
+# [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now, [evicted]?] or [0].
+Result = list
+
+
+class LeaseStore:
+    def __init__(self, redis: Redis, events_topic: str, rules: Rules) -> None:
+        self.redis = redis
+        self.events_topic = events_topic
+        self.rules = rules
+        self._decide = redis.register_script(_load_lua("decide_batch.lua"))
+        self._claim = redis.register_script(_load_lua("claim_partition.lua"))
+        self._accept = redis.register_script(_load_lua("accept_state_loss.lua"))
+        self._fixed_args = [
+            rules.max_streams,
+            rules.lease_ttl_ms,
+            rules.overflow_policy,
+        ]
+
+    # -- keys ---------------------------------------------------------------------------
+    def _tag(self, partition: int) -> str:
+        return f"{KEY_PREFIX}:{{{self.events_topic}:{partition}}}"
+
+    def partition_key(self, partition: int) -> str:
+        return self._tag(partition) + ":p"
+
+    def user_key(self, partition: int, user_id: str) -> str:
+        return f"{self._tag(partition)}:u:{user_id}"
+
+    def partition_count_key(self) -> str:
+        return f"{KEY_PREFIX}:topic:{self.events_topic}:partitions"
+
+    # -- ownership ----------------------------------------------------------------------
+    async def check_partition_count(self, partitions: int) -> None:
+        """Refuse to run when the events topic's partition count changed since state was written."""
+        key = self.partition_count_key()
+        await self.redis.set(key, partitions, nx=True)
+        stored = int(await self.redis.get(key))
+        if stored != partitions:
+            raise PartitionCountChanged(
+                f"the events topic {self.events_topic!r} has {partitions} partitions but the lease state in "
+                f"Redis was written for {stored}: users would be decided against the wrong state. "
+                "See the README section 'Changing the partition count'."
+            )
+
+    async def claim(self, partition: int) -> Claim:
+        epoch, applied = await self._claim(keys=[self.partition_key(partition)])
+        return Claim(int(epoch), None if applied is None else int(applied))
+
+    async def accept_state_loss(self, partition: int, epoch: int, last_applied: int) -> None:
+        reply = await self._accept(keys=[self.partition_key(partition)], args=[epoch, last_applied])
+        if isinstance(reply, bytes):
+            raise FencedError(partition, epoch, reply)
+
+    # -- deciding -----------------------------------------------------------------------
+    async def decide(
+        self,
+        partition: int,
+        epoch: int,
+        committed: int,
+        last_offset: int,
+        events: list[tuple[int, int, DecodedEvent]],
+    ) -> list[Result]:
+        """Decide `events` ((offset, record timestamp ms, event), in log order) atomically.
+
+        `committed` is the partition's committed offset (-1 if none), `last_offset` the last
+        offset of the batch including records that went to the DLQ.
+        """
+        keys = [self.partition_key(partition)]
+        args: list = [epoch, *self._fixed_args, committed, last_offset,
+                      self.rules.idle_user_ttl_ms, self.rules.event_id_memory]
+        tag = self._tag(partition)
+        for offset, timestamp, ev in events:
+            keys.append(f"{tag}:u:{ev.user_id}")
+            args += (offset, ev.type, ev.session_id, timestamp if timestamp > 0 else 0,
+                     ev.event_id or "", ev.device_id or "", ev.content_id or "")
+        reply = await self._decide(keys=keys, args=args)
+        if reply.startswith(b"FENCED"):
+            raise FencedError(partition, epoch, reply)
+        return orjson.loads(reply)
+
+    # -- reading, for operators and checkers --------------------------------------------
+    async def user_state(self, partition: int, user_id: str) -> dict | None:
+        raw = await self.redis.get(self.user_key(partition, user_id))
+        return None if raw is None else orjson.loads(raw)
+
+    async def active_leases(self, partition: int, user_id: str, now: int | None = None) -> dict[str, dict]:
+        """sessionId -> {expiresAt, deviceId, contentId} of the leases active at `now` (default: user clock)."""
+        state = await self.user_state(partition, user_id)
+        if state is None:
+            return {}
+        at = state["c"] if now is None else now
+        leases = state["l"] or {}
+        return {
+            sid: {"expiresAt": lease["e"], "deviceId": lease.get("d"), "contentId": lease.get("t")}
+            for sid, lease in leases.items()
+            if lease["e"] > at
+        }
+
+    async def applied_offset(self, partition: int) -> int | None:
+        raw = await self.redis.hget(self.partition_key(partition), "applied")
+        return None if raw is None else int(raw)

@@ -1,0 +1,9 @@
+-- Take ownership of a partition: a new fencing epoch, and what Redis knows of it.
+--
+-- KEYS[1]  partition hash  sc:{<events topic>:<partition>}:p   fields: epoch, applied
+--
+-- Returns {epoch, applied offset or false}. Any later call of decide_batch.lua made with
+-- an older epoch is refused, so an instance that lost the partition cannot write.
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local applied = redis.call('HGET', KEYS[1], 'applied')
+return {epoch, applied}

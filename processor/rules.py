@@ -1,0 +1,32 @@
+"""The contract's lease rule table as codes shared by the Lua script and Python.
+
+The script returns a small integer per decision; this table turns it into the
+(decision, reason) pair of the verdict. Keep in step with lua/decide_batch.lua.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+STARTED: Final = 1
+ALREADY_ACTIVE: Final = 2
+LIMIT_EXCEEDED: Final = 3
+RENEWED: Final = 4
+NO_LEASE: Final = 5
+STOPPED: Final = 6
+NOT_ACTIVE: Final = 7
+
+OUTCOMES: Final[dict[int, tuple[str, str]]] = {
+    STARTED: ("allow", "started"),
+    ALREADY_ACTIVE: ("allow", "already_active"),
+    LIMIT_EXCEEDED: ("deny", "limit_exceeded"),
+    RENEWED: ("allow", "renewed"),
+    NO_LEASE: ("deny", "no_lease"),
+    STOPPED: ("allow", "stopped"),
+    NOT_ACTIVE: ("allow", "not_active"),
+}
+
+# Codes whose verdict holds a lease (leaseExpiresAt set, token issued).
+HOLDS_LEASE: Final = frozenset({STARTED, ALREADY_ACTIVE, RENEWED})
+
+POLICIES: Final = ("reject", "evict_oldest")

@@ -1,0 +1,46 @@
+"""Creating the processor's topics and reading their partition counts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(
+    bootstrap: str, topics: list[str], partitions: int, replication: int, timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Create any missing topic; wait until every topic has leaders; return their partition counts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            response = await admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+            for topic_error in response.topic_errors:
+                name, code = topic_error[0], topic_error[1]
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise for_code(code)(f"cannot create topic {name}: {topic_error[2:]}")
+            log.info("created topics", extra={"topics": missing, "partitions": partitions})
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            described = await admin.describe_topics(topics)
+            counts = {
+                d["topic"]: len(d["partitions"])
+                for d in described
+                if d["error_code"] == 0 and d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"])
+            }
+            if len(counts) == len(topics):
+                return counts
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics {sorted(set(topics) - set(counts))} have no leaders after {timeout_s}s")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
