@@ -68,8 +68,8 @@ class Settings(CommonSettings):
                     "JWT_SECRET is not set: set it to a long random string, or set "
                     "ALLOW_INSECURE_DEV_SECRET=true to run with a fixed development secret"
                 )
-            if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value()) < 16:
-                raise ValueError("JWT_SECRET must be at least 16 characters")
+            if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value().encode()) < 32:
+                raise ValueError("JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
         elif self.jwt_private_key_file is None:
             raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY_FILE (a PEM private key)")
         elif not self.jwt_private_key_file.is_file():

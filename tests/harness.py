@@ -1,0 +1,255 @@
+"""Driving a real processor through real Kafka and Redis in tests.
+
+`Flow` owns one test's topics and consumer group: it sends events with explicit record
+timestamps (the processor's event time), runs processors in-process or as OS processes,
+and collects what comes out on the verdicts and dead-letter topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+from processor.app import Processor
+from processor.config import Settings, load_settings
+from processor.topics import ensure_topics
+
+TEST_SECRET = "test-secret-0123456789abcdef-0123456789"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def event_time_base() -> int:
+    """An event-time origin the broker accepts (not in the future) with room to move forward."""
+    return int(time.time() * 1000) - 40 * 60 * 1000
+
+
+async def wait_until(condition, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Poll `condition()` (sync or async) until it is truthy; return its value or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class _TopicReader:
+    """Reads a whole topic from the beginning into a list, in the background."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self._partitions = partitions
+        self.records: list[ConsumerRecord] = []
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topic = topic
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        tps = [TopicPartition(self._topic, p) for p in range(self._partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100)
+            for recs in batch.values():
+                self.records.extend(recs)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
+@dataclass
+class RunningProcessor:
+    processor: Processor
+    task: asyncio.Task
+
+    async def stop(self) -> None:
+        self.processor.stop()
+        await asyncio.wait_for(self.task, 30)
+
+
+@dataclass
+class ProcessorProcess:
+    """`python -m processor` as an OS process, for tests that kill or pause it."""
+
+    popen: subprocess.Popen
+    log_path: Path
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.popen.wait(10)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Flow:
+    bootstrap: str
+    redis_url: str
+    partitions: int = 4
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.settings: Settings = load_settings(
+            kafka_bootstrap_servers=self.bootstrap,
+            redis_url=self.redis_url,
+            events_topic=f"events-{suffix}",
+            verdicts_topic=f"verdicts-{suffix}",
+            dlq_topic=f"dlq-{suffix}",
+            consumer_group=f"group-{suffix}",
+            jwt_secret=TEST_SECRET,
+            http_port=0,
+            topic_partitions=self.partitions,
+            fetch_timeout_ms=50,
+            **self.overrides,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._verdicts: _TopicReader | None = None
+        self._dlq: _TopicReader | None = None
+        self._running: list[RunningProcessor] = []
+        self._processes: list[ProcessorProcess] = []
+        self.t0 = event_time_base()
+
+    async def __aenter__(self) -> Flow:
+        s = self.settings
+        await ensure_topics(s.kafka_bootstrap_servers, [s.events_topic, s.verdicts_topic, s.dlq_topic],
+                            s.topic_partitions, 1)
+        try:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
+            await self._producer.start()
+            self._verdicts = _TopicReader(self.bootstrap, s.verdicts_topic, s.topic_partitions)
+            self._dlq = _TopicReader(self.bootstrap, s.dlq_topic, s.topic_partitions)
+            await self._verdicts.start()
+            await self._dlq.start()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for running in self._running:
+            if not running.task.done():
+                running.processor.stop()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(running.task, 30)
+        for proc in self._processes:
+            if proc.popen.poll() is None:
+                proc.kill()
+        if self._producer is not None:
+            await self._producer.stop()
+        for reader in (self._verdicts, self._dlq):
+            if reader is not None:
+                await reader.stop()
+
+    # -- input --------------------------------------------------------------------------
+    async def send(self, kind: str, user: str, session: str, at: int, event_id: str | None = None,
+                   **fields: object) -> RecordMetadata:
+        """Send one event whose record timestamp is `t0 + at` ms."""
+        value = {"type": kind, "userId": user, "sessionId": session, **fields}
+        if event_id is not None:
+            value["eventId"] = event_id
+        return await self.send_raw(orjson.dumps(value), key=user.encode(), at=at)
+
+    async def send_raw(self, value: bytes | None, key: bytes | None = b"raw", at: int = 0) -> RecordMetadata:
+        assert self._producer is not None
+        return await self._producer.send_and_wait(
+            self.settings.events_topic, key=key, value=value, timestamp_ms=self.t0 + at
+        )
+
+    # -- processors ---------------------------------------------------------------------
+    async def start_processor(self, **overrides: object) -> RunningProcessor:
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        processor = Processor(settings)
+        task = asyncio.create_task(processor.run())
+        running = RunningProcessor(processor, task)
+        self._running.append(running)
+        await wait_until(lambda: task.done() or processor.health()[0], what="processor consuming")
+        if task.done():
+            task.result()
+        return running
+
+    def spawn_processor(self, log_dir: Path, **env_overrides: str) -> ProcessorProcess:
+        s = self.settings
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
+            "REDIS_URL": s.redis_url,
+            "EVENTS_TOPIC": s.events_topic,
+            "VERDICTS_TOPIC": s.verdicts_topic,
+            "DLQ_TOPIC": s.dlq_topic,
+            "CONSUMER_GROUP": s.consumer_group,
+            "JWT_SECRET": TEST_SECRET,
+            "HTTP_PORT": "0",
+            "TOPIC_PARTITIONS": str(s.topic_partitions),
+            "MAX_STREAMS": str(s.max_streams),
+            "LEASE_TTL_SECONDS": str(s.lease_ttl_seconds),
+            "OVERFLOW_POLICY": s.overflow_policy,
+            "FETCH_TIMEOUT_MS": str(s.fetch_timeout_ms),
+            "SESSION_TIMEOUT_MS": str(s.session_timeout_ms),
+            "HEARTBEAT_INTERVAL_MS": str(s.heartbeat_interval_ms),
+            **env_overrides,
+        }
+        log_path = log_dir / f"processor-{len(self._processes)}.log"
+        with log_path.open("wb") as log_file:
+            popen = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "processor"], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        proc = ProcessorProcess(popen, log_path)
+        self._processes.append(proc)
+        return proc
+
+    # -- output -------------------------------------------------------------------------
+    def verdict_records(self) -> list[ConsumerRecord]:
+        assert self._verdicts is not None
+        return list(self._verdicts.records)
+
+    def verdicts(self) -> list[dict]:
+        return [orjson.loads(r.value) for r in self.verdict_records()]
+
+    async def wait_verdicts(self, count: int, timeout: float = 30.0) -> list[dict]:
+        """All verdicts so far, once there are at least `count`."""
+        await wait_until(lambda: len(self._verdicts.records) >= count, timeout,  # type: ignore[union-attr]
+                         what=f"{count} verdicts (have {len(self._verdicts.records)})")  # type: ignore[union-attr]
+        return self.verdicts()
+
+    async def wait_dead_letters(self, count: int, timeout: float = 30.0) -> list[ConsumerRecord]:
+        await wait_until(lambda: len(self._dlq.records) >= count, timeout, what=f"{count} dead letters")  # type: ignore[union-attr]
+        return list(self._dlq.records)  # type: ignore[union-attr]
+
+    def verdicts_by_event(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for v in self.verdicts():
+            out.setdefault(v["eventId"], []).append(v)
+        return out
