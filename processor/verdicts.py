@@ -18,6 +18,11 @@ _OUTCOMES = rules.OUTCOMES
 _HOLDS_LEASE = rules.HOLDS_LEASE
 
 
+def _seed(*parts: str) -> str:
+    # Length-prefixed parts: ids may hold any character, so no separator is safe.
+    return "".join(f"{len(p)}:{p}" for p in parts)
+
+
 def event_identity(event_id: str | None, user_id: str, topic: str, partition: int, offset: int) -> tuple[str, str]:
     """(eventId shown in the verdict, seed of the verdictId).
 
@@ -25,9 +30,9 @@ def event_identity(event_id: str | None, user_id: str, topic: str, partition: in
     offset maps to the same verdictId; without one it is (topic, partition, offset).
     """
     if event_id is not None:
-        return event_id, f"e\x00{user_id}\x00{event_id}"
+        return event_id, _seed("event", user_id, event_id)
     position = f"{topic}/{partition}/{offset}"
-    return position, "o\x00" + position
+    return position, _seed("offset", topic, str(partition), str(offset))
 
 
 def _digest(seed: str) -> str:
@@ -75,7 +80,7 @@ def build_verdicts(
             values.append(
                 orjson.dumps(
                     {
-                        "verdictId": _digest(f"{seed}\x00revoke\x00{evicted}"),
+                        "verdictId": _digest(_seed("revoke", seed, evicted)),
                         "eventId": event_id,
                         "userId": ev.user_id,
                         "sessionId": evicted,

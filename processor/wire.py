@@ -33,6 +33,14 @@ class PlayerEvent(BaseModel):
     eventId: Id | None = None
     ts: StrictInt | StrictFloat | None = None
 
+    @classmethod
+    def from_json(cls, value: bytes) -> PlayerEvent:
+        """The reference parse: strict JSON (orjson: no NaN, no Infinity), then the model.
+
+        Raises ValueError (orjson's or pydantic's ValidationError) for anything invalid.
+        """
+        return cls.model_validate(orjson.loads(value))
+
 
 class Verdict(BaseModel):
     """Value of `playback.verdicts`."""

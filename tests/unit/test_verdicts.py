@@ -1,0 +1,219 @@
+"""build_verdicts / event_identity: the verdict records of the contract, byte for byte."""
+
+from __future__ import annotations
+
+import jwt
+import orjson
+import pytest
+
+from processor import rules
+from processor.tokens import HS256Signer
+from processor.verdicts import build_verdicts, event_identity
+from processor.wire import DecodedEvent, Verdict
+
+SECRET = "verdict-tests-secret-0123456789abcdef"
+SIGNER = HS256Signer(SECRET.encode())
+NOW = 1_700_000_000_000
+EXPIRES = NOW + 90_000
+TOPIC = "playback.events"
+
+CONTRACT_KEYS = {
+    "verdictId",
+    "eventId",
+    "userId",
+    "sessionId",
+    "type",
+    "decision",
+    "reason",
+    "activeStreams",
+    "maxStreams",
+    "leaseExpiresAt",
+    "decidedAt",
+    "token",
+}
+
+# (event type, result code, decision, reason, holds a lease / gets a token) -- the contract's table.
+RULE_TABLE = [
+    ("start", rules.ALREADY_ACTIVE, "allow", "already_active", True),
+    ("start", rules.STARTED, "allow", "started", True),
+    ("start", rules.LIMIT_EXCEEDED, "deny", "limit_exceeded", False),
+    ("heartbeat", rules.RENEWED, "allow", "renewed", True),
+    ("heartbeat", rules.NO_LEASE, "deny", "no_lease", False),
+    ("stop", rules.STOPPED, "allow", "stopped", False),
+    ("stop", rules.NOT_ACTIVE, "allow", "not_active", False),
+]
+
+
+def ev(
+    kind: str = "start", user: str = "u-42", session: str = "s-1", event_id: str | None = "e-1"
+) -> DecodedEvent:
+    return DecodedEvent(kind, user, session, event_id, "tv", None)
+
+
+def result(code: int, active: int = 1, max_streams: int = 3, expires: int = EXPIRES, now: int = NOW) -> list:
+    return [code, active, max_streams, expires, now]
+
+
+def build(event: DecodedEvent, res: list, partition: int = 0, offset: int = 10) -> list[dict]:
+    return [orjson.loads(v) for v in build_verdicts(event, res, TOPIC, partition, offset, SIGNER)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "decision", "reason", "holds_lease"),
+    RULE_TABLE,
+    ids=[f"{k}-{r}" for k, _, _, r, _ in RULE_TABLE],
+)
+def test_each_result_code_yields_the_contract_decision_reason_and_token_rule(
+    kind: str, code: int, decision: str, reason: str, holds_lease: bool
+) -> None:
+    [verdict] = build(ev(kind), result(code, active=2, max_streams=3))
+    assert (verdict["decision"], verdict["reason"]) == (decision, reason)
+    assert verdict["type"] == kind
+    assert (verdict["activeStreams"], verdict["maxStreams"], verdict["decidedAt"]) == (2, 3, NOW)
+    if holds_lease:
+        assert verdict["leaseExpiresAt"] == EXPIRES
+        assert verdict["token"] is not None
+    else:
+        assert verdict["leaseExpiresAt"] is None
+        assert verdict["token"] is None
+
+
+def test_result_codes_cover_exactly_the_contract_table() -> None:
+    assert set(rules.OUTCOMES) == {code for _, code, *_ in RULE_TABLE}
+    assert rules.HOLDS_LEASE == {code for _, code, _, _, holds in RULE_TABLE if holds}
+
+
+@pytest.mark.parametrize(("kind", "code"), [("start", rules.STARTED), ("heartbeat", rules.RENEWED)])
+def test_allow_token_verifies_and_names_user_session_expiry_and_verdict_id(kind: str, code: int) -> None:
+    [verdict] = build(ev(kind), result(code))
+    claims = jwt.decode(verdict["token"], SECRET, algorithms=["HS256"], options={"verify_exp": False})
+    assert claims["sub"] == "u-42"
+    assert claims["sid"] == "s-1"
+    assert claims["exp"] == EXPIRES // 1000
+    assert claims["iat"] == NOW // 1000
+    assert claims["jti"] == verdict["verdictId"]
+
+
+def test_verdict_carries_the_event_ids_and_exactly_the_contract_keys() -> None:
+    [verdict] = build(ev("heartbeat", user="u-7", session="s-7", event_id="e-7"), result(rules.RENEWED))
+    assert set(verdict) == CONTRACT_KEYS
+    assert (verdict["userId"], verdict["sessionId"], verdict["eventId"]) == ("u-7", "s-7", "e-7")
+
+
+@pytest.mark.parametrize(("kind", "code"), [(k, c) for k, c, *_ in RULE_TABLE])
+def test_every_verdict_validates_against_the_verdict_model(kind: str, code: int) -> None:
+    for value in build_verdicts(ev(kind), result(code), TOPIC, 0, 1, SIGNER):
+        Verdict.model_validate_json(value)
+
+
+def test_same_user_and_event_id_at_different_offsets_share_the_verdict_id() -> None:
+    a = build(ev(), result(rules.STARTED), partition=0, offset=10)[0]
+    b = build(ev(), result(rules.STARTED), partition=3, offset=99)[0]
+    assert a["verdictId"] == b["verdictId"]
+    assert a == b
+
+
+def test_same_event_id_of_different_users_gives_different_verdict_ids() -> None:
+    a = build(ev(user="u-1"), result(rules.STARTED))[0]
+    b = build(ev(user="u-2"), result(rules.STARTED))[0]
+    assert a["verdictId"] != b["verdictId"]
+
+
+def test_different_event_ids_of_one_user_give_different_verdict_ids() -> None:
+    a = build(ev(event_id="e-1"), result(rules.STARTED))[0]
+    b = build(ev(event_id="e-2"), result(rules.STARTED))[0]
+    assert a["verdictId"] != b["verdictId"]
+
+
+def test_without_event_id_same_position_gives_same_verdict_id_and_position_as_event_id() -> None:
+    a = build(ev(event_id=None), result(rules.STARTED), partition=2, offset=41)[0]
+    b = build(ev(event_id=None), result(rules.STARTED), partition=2, offset=41)[0]
+    assert a["verdictId"] == b["verdictId"]
+    assert a["eventId"] == b["eventId"] == f"{TOPIC}/2/41"
+
+
+@pytest.mark.parametrize(("partition", "offset"), [(2, 42), (3, 41), (0, 0)])
+def test_without_event_id_another_position_gives_another_verdict_id(partition: int, offset: int) -> None:
+    a = build(ev(event_id=None), result(rules.STARTED), partition=2, offset=41)[0]
+    b = build(ev(event_id=None), result(rules.STARTED), partition=partition, offset=offset)[0]
+    assert a["verdictId"] != b["verdictId"]
+
+
+def test_without_event_id_another_topic_gives_another_verdict_id() -> None:
+    event = ev(event_id=None)
+    a = build_verdicts(event, result(rules.STARTED), "topic-a", 0, 5, SIGNER)[0]
+    b = build_verdicts(event, result(rules.STARTED), "topic-b", 0, 5, SIGNER)[0]
+    assert orjson.loads(a)["verdictId"] != orjson.loads(b)["verdictId"]
+
+
+def test_event_id_identity_differs_from_position_identity() -> None:
+    with_id = event_identity("e-1", "u", TOPIC, 0, 1)
+    without = event_identity(None, "u", TOPIC, 0, 1)
+    assert with_id[0] == "e-1"
+    assert without[0] == f"{TOPIC}/0/1"
+    assert with_id[1] != without[1]
+
+
+def test_event_identity_with_event_id_ignores_the_position() -> None:
+    assert event_identity("e-1", "u", TOPIC, 0, 1) == event_identity("e-1", "u", "other", 5, 900)
+
+
+def test_evicted_sessions_get_revoke_verdicts_after_the_events_own() -> None:
+    res = [*result(rules.STARTED, active=3, max_streams=3), ["s-old-1", "s-old-2"]]
+    verdicts = build(ev("start", session="s-new"), res)
+    assert len(verdicts) == 3
+    own, *revokes = verdicts
+    assert (own["sessionId"], own["decision"], own["reason"]) == ("s-new", "allow", "started")
+    assert [r["sessionId"] for r in revokes] == ["s-old-1", "s-old-2"]
+    for revoke in revokes:
+        assert set(revoke) == CONTRACT_KEYS
+        assert (revoke["decision"], revoke["reason"]) == ("revoke", "evicted")
+        assert revoke["token"] is None
+        assert revoke["leaseExpiresAt"] is None
+        assert revoke["userId"] == "u-42"
+        assert revoke["eventId"] == own["eventId"]
+        assert (revoke["activeStreams"], revoke["maxStreams"], revoke["decidedAt"]) == (3, 3, NOW)
+    assert len({v["verdictId"] for v in verdicts}) == 3
+
+
+def test_revoke_verdicts_validate_against_the_verdict_model() -> None:
+    res = [*result(rules.STARTED), ["s-old"]]
+    for value in build_verdicts(ev(), res, TOPIC, 0, 1, SIGNER):
+        Verdict.model_validate_json(value)
+
+
+def test_revoke_verdict_ids_are_stable_across_redelivery_at_another_offset() -> None:
+    res = [*result(rules.STARTED), ["s-old"]]
+    first = build(ev(), res, partition=0, offset=1)
+    again = build(ev(), res, partition=0, offset=500)
+    assert [v["verdictId"] for v in first] == [v["verdictId"] for v in again]
+
+
+def test_empty_eviction_list_adds_no_revoke_verdict() -> None:
+    assert len(build(ev(), [*result(rules.STARTED), []])) == 1
+
+
+@pytest.mark.parametrize("event_id", ["e-1", None])
+def test_output_is_byte_identical_across_calls_and_signer_instances(event_id: str | None) -> None:
+    res = [*result(rules.STARTED), ["s-old"]]
+    first = build_verdicts(ev(event_id=event_id), res, TOPIC, 1, 7, SIGNER)
+    second = build_verdicts(ev(event_id=event_id), list(res), TOPIC, 1, 7, HS256Signer(SECRET.encode()))
+    assert first == second
+    assert all(isinstance(v, bytes) for v in first)
+
+
+# --------------------------------------------------------------------------------------------
+# ids may contain any character (NUL included): identities must never collide
+# --------------------------------------------------------------------------------------------
+
+
+def test_distinct_user_and_event_id_pairs_never_share_a_verdict_id() -> None:
+    a = build(ev(user="a\x00b", event_id="c"), result(rules.STARTED))[0]
+    b = build(ev(user="a", event_id="b\x00c"), result(rules.STARTED))[0]
+    assert a["verdictId"] != b["verdictId"]
+
+
+def test_revoke_verdict_id_never_equals_another_events_verdict_id() -> None:
+    revoke = build(ev(event_id="e-1"), [*result(rules.STARTED), ["s-old"]])[1]
+    other = build(ev(event_id="e-1\x00revoke\x00s-old"), result(rules.STARTED))[0]
+    assert revoke["verdictId"] != other["verdictId"]
