@@ -1,0 +1,329 @@
+"""The playback gateway's stand-in: checks every verdict against the reference model.
+
+The runner calls `expect()` for each event just before it is produced, in produce order
+(per user that is the log order, the producer being idempotent), with the record
+timestamp; the reference model decides what the verdict must say. `on_verdict()` takes
+each verdict record as consumed. A verdict is matched to its event by eventId; a revoke
+verdict to the eviction its event caused. Verdicts are deduplicated on verdictId: an
+identical redelivery is counted, a different content under a known verdictId is a mismatch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from processor.reference_model import Decision, ReferenceModel
+from processor.wire import Verdict
+from producer_sim.population import SimEvent
+
+MAX_EXAMPLES = 20
+_COMPARED = ("type", "decision", "reason", "activeStreams", "maxStreams", "leaseExpiresAt", "decidedAt")
+
+
+@dataclass(slots=True)
+class Expected:
+    """What the verdicts of one event (by eventId) must say."""
+
+    user_id: str
+    session_id: str
+    type: str
+    kind: str
+    decision: Decision
+    seq: int  # position among the user's events (first send)
+    sends: int = 1
+    acked_at: float | None = None
+    main_verdict_id: str | None = None
+    revoked: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Seen:
+    verdict: Verdict
+    received_at: float
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class Checker:
+    def __init__(self, model: ReferenceModel, jwt_secret: str | None = None) -> None:
+        self.model = model
+        self.jwt_secret = jwt_secret
+        self._mac = hmac.new(jwt_secret.encode(), digestmod=hashlib.sha256) if jwt_secret else None
+        self.expected: dict[str, Expected] = {}
+        self.malformed_event_ids: set[str] = set()
+        self._user_seq: Counter[str] = Counter()
+        self._last_seq_seen: dict[str, int] = {}
+        self._verdicts: dict[str, _Seen] = {}
+        self._latency_pending: dict[str, list[float]] = {}  # eventId -> receive times before its ack
+        self.outstanding = 0  # verdicts still expected (own + revokes)
+
+        self.received = 0  # verdict records consumed
+        self.unique = 0
+        self.redelivered = 0  # identical copies of a verdict already seen
+        self.malformed_verdicts = 0
+        self.unexpected = 0  # eventId unknown to this run (another producer, an earlier run)
+        self.mismatches = 0
+        self.mismatch_kinds: Counter[str] = Counter()
+        self.examples: list[dict[str, Any]] = []
+        self.by_decision: Counter[str] = Counter()
+        self.by_reason: Counter[str] = Counter()
+        self.by_kind: Counter[tuple[str, str]] = Counter()  # (user kind, decision)
+        self.latencies_ms: list[float] = []
+        self.latency_times: list[float] = []  # receive time of each latency sample
+        self.missing: int | None = None  # set by finish()
+        self.missing_examples: list[dict[str, Any]] = []
+
+    # the produce side ---------------------------------------------------------------------
+    def expect(self, ev: SimEvent, record_ts: int) -> Decision:
+        """Feed the event to the reference model (in produce order) and remember its verdicts."""
+        decision = self.model.apply(
+            ev.user_id, ev.session_id, ev.type, record_ts, ev.event_id, ev.device_id, ev.content_id
+        )
+        known = self.expected.get(ev.event_id)
+        if known is not None:
+            known.sends += 1
+            if known.decision != decision:
+                # The model forgot the eventId: the processor may too, and its verdict could differ.
+                self._mismatch("duplicate_beyond_memory", ev.event_id, {"expected": known.decision})
+            return decision
+        self._user_seq[ev.user_id] += 1
+        self.expected[ev.event_id] = Expected(
+            ev.user_id, ev.session_id, ev.type, ev.kind, decision, self._user_seq[ev.user_id]
+        )
+        self.outstanding += 1 + len(decision.evicted)
+        return decision
+
+    def remembers(self, user_id: str, event_id: str) -> bool:
+        """True while the eventId is within the user's eventId memory (a re-send is a duplicate)."""
+        user = self.model.users.get(user_id)
+        return user is not None and event_id in user.seen
+
+    def expect_malformed(self, event_id: str | None) -> None:
+        if event_id is not None:
+            self.malformed_event_ids.add(event_id)
+
+    def acked(self, event_id: str, at: float) -> None:
+        """The broker acknowledged the (first) send of this event at monotonic time `at`."""
+        exp = self.expected.get(event_id)
+        if exp is None or exp.acked_at is not None:
+            return
+        exp.acked_at = at
+        for received_at in self._latency_pending.pop(event_id, ()):
+            self._latency(received_at, at)
+
+    # the verdict side ---------------------------------------------------------------------
+    def on_verdict(self, value: bytes | None, received_at: float) -> None:
+        self.received += 1
+        try:
+            if value is None:
+                raise ValueError("verdict record without a value")
+            verdict = Verdict.model_validate_json(value)
+        except (ValidationError, ValueError) as exc:
+            self.malformed_verdicts += 1
+            self._example({"kind": "malformed_verdict", "error": str(exc)[:300], "value": _preview(value)})
+            return
+        seen = self._verdicts.get(verdict.verdictId)
+        if seen is not None:
+            if seen.verdict == verdict:
+                self.redelivered += 1
+            else:
+                self._mismatch(
+                    "verdict_id_reused_with_other_content",
+                    verdict.eventId,
+                    {"first": seen.verdict.model_dump(), "again": verdict.model_dump()},
+                )
+            return
+        self._verdicts[verdict.verdictId] = _Seen(verdict, received_at)
+        self.unique += 1
+        self.by_decision[verdict.decision] += 1
+        self.by_reason[verdict.reason] += 1
+
+        exp = self.expected.get(verdict.eventId)
+        if exp is None:
+            if verdict.eventId in self.malformed_event_ids:
+                self._mismatch(
+                    "verdict_for_malformed_event", verdict.eventId, {"verdict": verdict.model_dump()}
+                )
+            else:
+                self.unexpected += 1
+            return
+        self.by_kind[(exp.kind, verdict.decision)] += 1
+        if exp.acked_at is not None:
+            self._latency(received_at, exp.acked_at)
+        else:
+            self._latency_pending.setdefault(verdict.eventId, []).append(received_at)
+
+        last = self._last_seq_seen.get(exp.user_id, 0)
+        if exp.seq < last:
+            self._mismatch("out_of_order", verdict.eventId, {"seq": exp.seq, "after_seq": last})
+        else:
+            self._last_seq_seen[exp.user_id] = exp.seq
+
+        if verdict.decision == "revoke":
+            self._check_revoke(verdict, exp)
+        else:
+            self._check_main(verdict, exp)
+
+    def _check_main(self, verdict: Verdict, exp: Expected) -> None:
+        if exp.main_verdict_id is not None:
+            self._mismatch("second_verdict_for_event", verdict.eventId, {"verdict": verdict.model_dump()})
+            return
+        exp.main_verdict_id = verdict.verdictId
+        self.outstanding -= 1
+        d = exp.decision
+        want = {
+            "userId": exp.user_id,
+            "sessionId": exp.session_id,
+            "type": exp.type,
+            "decision": d.decision,
+            "reason": d.reason,
+            "activeStreams": d.active_streams,
+            "maxStreams": d.max_streams,
+            "leaseExpiresAt": d.lease_expires_at,
+            "decidedAt": d.decided_at,
+        }
+        self._compare(verdict, want)
+        wants_token = d.decision == "allow" and exp.type in ("start", "heartbeat")
+        if wants_token != (verdict.token is not None):
+            self._mismatch(
+                "token", verdict.eventId, {"expected_token": wants_token, "verdict": verdict.model_dump()}
+            )
+        elif wants_token and self.jwt_secret is not None:
+            self._check_token(verdict)
+
+    def _check_revoke(self, verdict: Verdict, exp: Expected) -> None:
+        d = exp.decision
+        if verdict.sessionId not in d.evicted or verdict.sessionId in exp.revoked:
+            self._mismatch(
+                "unexpected_revoke",
+                verdict.eventId,
+                {"evicted": list(d.evicted), "verdict": verdict.model_dump()},
+            )
+            return
+        exp.revoked.add(verdict.sessionId)
+        self.outstanding -= 1
+        want = {
+            "userId": exp.user_id,
+            "type": exp.type,
+            "decision": "revoke",
+            "reason": "evicted",
+            "activeStreams": d.active_streams,
+            "maxStreams": d.max_streams,
+            "leaseExpiresAt": None,
+            "decidedAt": d.decided_at,
+            "token": None,
+        }
+        self._compare(verdict, want)
+
+    def _compare(self, verdict: Verdict, want: dict[str, Any]) -> None:
+        got = verdict.model_dump()
+        wrong = {
+            name: {"expected": value, "got": got[name]} for name, value in want.items() if got[name] != value
+        }
+        if wrong:
+            kind = "decision" if "decision" in wrong or "reason" in wrong else sorted(wrong)[0]
+            self._mismatch(kind, verdict.eventId, {"fields": wrong, "verdictId": verdict.verdictId})
+
+    def _check_token(self, verdict: Verdict) -> None:
+        """HS256 by hand (PyJWT warns on secrets under 32 bytes, which the processor accepts)."""
+        assert verdict.token is not None and self._mac is not None
+        claims: Any = None
+        try:
+            header, payload, signature = verdict.token.split(".")
+            mac = self._mac.copy()
+            mac.update(f"{header}.{payload}".encode())
+            if hmac.compare_digest(_b64url_decode(signature), mac.digest()):
+                claims = orjson.loads(_b64url_decode(payload))
+                if orjson.loads(_b64url_decode(header)).get("alg") != "HS256":
+                    claims = None
+        except (ValueError, binascii.Error, orjson.JSONDecodeError):
+            claims = None
+        if not isinstance(claims, dict):
+            self._mismatch("token", verdict.eventId, {"error": "not an HS256 JWT signed with JWT_SECRET"})
+            return
+        expires = verdict.leaseExpiresAt or 0
+        ok = (
+            claims.get("sub") == verdict.userId
+            and claims.get("sid") == verdict.sessionId
+            and claims.get("jti") == verdict.verdictId
+            and claims.get("exp") in (expires // 1000, -(-expires // 1000))
+        )
+        if not ok:
+            self._mismatch("token", verdict.eventId, {"claims": claims})
+
+    # bookkeeping --------------------------------------------------------------------------
+    def _latency(self, received_at: float, acked_at: float) -> None:
+        self.latencies_ms.append(max(0.0, (received_at - acked_at) * 1000.0))
+        self.latency_times.append(received_at)
+
+    def _mismatch(self, kind: str, event_id: str | None, detail: dict[str, Any]) -> None:
+        self.mismatches += 1
+        self.mismatch_kinds[kind] += 1
+        self._example({"kind": kind, "eventId": event_id, **detail})
+
+    def _example(self, example: dict[str, Any]) -> None:
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(_jsonable(example))
+
+    def finish(self) -> int:
+        """Count the verdicts that never came (call after the drain). Returns the count."""
+        missing = 0
+        for event_id, exp in self.expected.items():
+            gaps = []
+            if exp.main_verdict_id is None:
+                gaps.append("verdict")
+            gaps.extend(f"revoke of {sid}" for sid in exp.decision.evicted if sid not in exp.revoked)
+            if gaps:
+                missing += len(gaps)
+                if len(self.missing_examples) < MAX_EXAMPLES:
+                    self.missing_examples.append(
+                        {"eventId": event_id, "userId": exp.user_id, "sessionId": exp.session_id,
+                         "type": exp.type, "acked": exp.acked_at is not None, "missing": gaps}
+                    )  # fmt: skip
+        self.missing = missing
+        return missing
+
+    @property
+    def failures(self) -> int:
+        return self.mismatches + (self.missing or 0) + self.malformed_verdicts
+
+    def latency_summary(self) -> dict[str, float | int | None]:
+        values = sorted(self.latencies_ms)
+        return {
+            "count": len(values),
+            "p50": percentile(values, 0.50),
+            "p95": percentile(values, 0.95),
+            "p99": percentile(values, 0.99),
+            "max": values[-1] if values else None,
+            "mean": (sum(values) / len(values)) if values else None,
+        }
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _preview(value: bytes | None, limit: int = 200) -> str | None:
+    if value is None:
+        return None
+    return value[:limit].decode("utf-8", errors="replace")
+
+
+def _jsonable(obj: Any) -> Any:
+    """Examples go into the JSON report: turn dataclasses and other values into plain JSON."""
+    return orjson.loads(orjson.dumps(obj, default=repr))

@@ -1,0 +1,141 @@
+"""`make demo` / `python -m producer_sim.demo`: the whole system on this machine, checked.
+
+1. Kafka on localhost:9092 and Redis on localhost:6379: whatever already answers there is
+   used as is; otherwise Docker (`docker compose up -d kafka redis`) when an engine answers,
+   else local processes from compose/launcher.py (Apache Kafka's jars, redis-server).
+2. The processor, `python -m processor`, with a random JWT_SECRET and a free HTTP port,
+   until GET /health answers 200.
+3. The simulator, in this process, for about 30 s: normal viewers, families, account
+   sharers, with duplicates, late and malformed records; every verdict is checked.
+4. The report; then everything the demo started is stopped (also on Ctrl-C or errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from aiokafka.errors import KafkaError
+from rich.console import Console
+
+from compose.launcher import (
+    COMPOSE_FILE,
+    RUN_DIR,
+    KafkaBroker,
+    LauncherError,
+    RedisServer,
+    docker_engine_available,
+    free_port,
+    port_answers,
+)
+from producer_sim.cli import finish
+from producer_sim.processor_proc import ProcessorError, ProcessorProcess
+from producer_sim.runner import DeliveryError, SimConfig, Simulation
+from producer_sim.settings import SimSettings
+
+KAFKA_PORT = 9092
+REDIS_PORT = 6379
+
+
+def demo_config(duration: float) -> SimConfig:
+    return SimConfig(
+        rate=300,
+        duration=duration,
+        users=300,
+        speed=20,
+        sharers=0.15,
+        duplicates=0.02,
+        late=0.02,
+        malformed=0.01,
+        drain_timeout=30,
+    )
+
+
+def _docker_compose(console: Console, *args: str) -> None:
+    cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), *args]
+    console.print(f"$ {' '.join(cmd)}")
+    res = subprocess.run(cmd, check=False)
+    if res.returncode != 0:
+        raise LauncherError(f"`{' '.join(cmd)}` failed with status {res.returncode}")
+
+
+def start_services(stack: contextlib.ExitStack, console: Console, workdir: Path) -> tuple[str, str]:
+    """Kafka and Redis on their usual ports; what the demo starts is stopped by `stack`."""
+    wanted = [name for name, port in (("kafka", KAFKA_PORT), ("redis", REDIS_PORT)) if not port_answers(port)]
+    for name in {"kafka", "redis"} - set(wanted):
+        console.print(f"{name}: something already answers on its port, using it")
+    if wanted and docker_engine_available():
+        _docker_compose(console, "up", "-d", "--wait", *wanted)
+        stack.callback(_docker_compose, console, "stop", *wanted)
+    elif wanted:
+        if "redis" in wanted:
+            redis = RedisServer(port=REDIS_PORT, data_dir=workdir / "redis")
+            console.print("redis: starting redis-server on 127.0.0.1:6379 ...")
+            redis.start()
+            stack.callback(redis.stop)
+        if "kafka" in wanted:
+            broker = KafkaBroker(port=KAFKA_PORT, data_dir=workdir / "kafka")
+            console.print("kafka: starting Apache Kafka on 127.0.0.1:9092 (jars from compose/.cache) ...")
+            broker.start()
+            stack.callback(broker.stop)
+            console.print(f"kafka: Apache Kafka {broker.version} up in {broker.start_seconds:.1f} s")
+    return f"127.0.0.1:{KAFKA_PORT}", f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m producer_sim.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of simulated load (30)")
+    parser.add_argument("--report", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    console = Console()
+    secret = secrets.token_urlsafe(32)
+    try:
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-demo-")))
+            bootstrap, redis_url = start_services(stack, console, workdir)
+
+            http_port = free_port()
+            env = {
+                "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "REDIS_URL": redis_url,
+                "JWT_SECRET": secret,
+            }
+            processor = ProcessorProcess(env, http_port, RUN_DIR / "demo-processor.log")
+            console.print(f"processor: starting `python -m processor` (log: {processor.log_path}) ...")
+            processor.start()
+            stack.callback(processor.stop)
+            processor.wait_healthy(timeout=90)
+            console.print(f"processor: healthy on http://127.0.0.1:{http_port}/health")
+
+            settings = SimSettings(kafka_bootstrap_servers=bootstrap, redis_url=redis_url, jwt_secret=secret)
+            sim = Simulation(demo_config(args.duration), settings, console)
+            console.print(
+                f"simulator: {sim.cfg.users} users ({sim.cfg.sharers:.0%} account sharers), "
+                f"{sim.cfg.rate:.0f} records/s for {args.duration:.0f} s, "
+                f"{sim.cfg.speed:.0f}x simulated time, "
+                f"limit {settings.max_streams} streams ({settings.overflow_policy})"
+            )
+            report = asyncio.run(sim.run())
+            status = finish(sim, report, console, args.report, None)
+            if not processor.running:
+                console.print(f"[red]the processor exited during the run[/red]:\n{processor.log_tail()}")
+                status = status or 1
+            denied_sharers = report["verdicts"]["by_user_kind"].get("sharer", {}).get("deny", 0)
+            console.print(f"account sharers denied: {denied_sharers} starts")
+            return status
+    except KeyboardInterrupt:
+        console.print("interrupted: everything the demo started has been stopped")
+        return 130
+    except (LauncherError, ProcessorError, KafkaError, DeliveryError, OSError, TimeoutError) as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
