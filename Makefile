@@ -1,0 +1,51 @@
+# Stream concurrency: `make` alone lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+# The install stamp changes with pyproject.toml, so a changed dependency list reinstalls.
+PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
+STAMP   := $(VENV)/.installed-$(PYPROJECT_HASH)
+
+.PHONY: help install system-deps services services-down demo test bench lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## create .venv and install the project with its dev and plot extras (quick when done)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -e '.[dev,plot]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+system-deps: install ## make sure redis-server and the Apache Kafka jars (Java + Maven) are available
+	$(PY) -m compose.launcher ensure
+
+services: install ## start Kafka on localhost:9092 and Redis on localhost:6379 (Docker if it answers, else local processes)
+	$(PY) -m compose.launcher up
+
+services-down: install ## stop the services started by `make services`
+	$(PY) -m compose.launcher down
+
+demo: install system-deps ## run the demo: local Kafka + Redis, the processor and the simulator, then its report
+	$(PY) -m producer_sim.demo
+
+test: install system-deps ## run the whole test suite (unit, integration, chaos) against real Kafka and Redis
+	$(PY) -m pytest tests
+
+bench: install system-deps ## run the benchmark, writing bench/out/report.json
+	$(PY) -m bench.run
+
+lint: install ## ruff check and ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: ## remove caches and run data (keeps .venv and the cached Kafka jars)
+	@if ls compose/.run/*.pid >/dev/null 2>&1; then \
+		echo "services started by 'make services' still run: 'make services-down' first"; exit 1; fi
+	rm -rf compose/.run bench/out .pytest_cache .ruff_cache .hypothesis build dist
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf

@@ -1,0 +1,380 @@
+"""Shared fixtures: real Kafka and Redis for the whole session, fresh topics per test.
+
+Where the services come from, first match wins:
+
+1. ``TEST_KAFKA_BOOTSTRAP`` / ``TEST_REDIS_URL``: services someone already runs (used as is);
+2. a Docker engine that answers: testcontainers (apache/kafka:4.1.1, redis:7);
+3. otherwise the project's launcher (compose/launcher.py): a Kafka broker from the cached
+   Apache Kafka jars and ``redis-server`` from PATH, on free ports, data in a tmp dir.
+
+Tests never touch localhost:9092 / localhost:6379 unless told to through the variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from compose.launcher import (
+    KAFKA_JARS_DIR,
+    KafkaBroker,
+    RedisServer,
+    docker_engine_available,
+    ensure_kafka_jars,
+    free_port,
+    kafka_version,
+    wait_for_kafka,
+)
+
+log = logging.getLogger("tests")
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+REDIS_IMAGE = "redis:7"
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------------------------
+# reporting and markers
+# --------------------------------------------------------------------------------------------
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    lines = []
+    if os.environ.get("TEST_KAFKA_BOOTSTRAP"):
+        lines.append(f"kafka: TEST_KAFKA_BOOTSTRAP={os.environ['TEST_KAFKA_BOOTSTRAP']}")
+    else:
+        version = kafka_version() or "not resolved yet"
+        lines.append(
+            f"kafka: Apache Kafka {version} (launcher jars in {KAFKA_JARS_DIR}; {KAFKA_IMAGE} with Docker)"
+        )
+    if os.environ.get("TEST_REDIS_URL"):
+        lines.append(f"redis: TEST_REDIS_URL={os.environ['TEST_REDIS_URL']}")
+    return lines
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            parts = Path(item.path).resolve().relative_to(TESTS_DIR).parts
+        except ValueError:
+            continue
+        if parts and parts[0] in ("unit", "integration", "chaos"):
+            item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+def say(config: pytest.Config, message: str) -> None:
+    """Write a line to the terminal even while output is captured (shows up in CI logs)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    log.info(message)
+    if reporter is None:
+        return
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(message)
+    else:
+        reporter.write_line(message)
+
+
+# --------------------------------------------------------------------------------------------
+# session services
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_available() -> bool:
+    return docker_engine_available(timeout=10)
+
+
+class _KafkaContainer:
+    """apache/kafka in KRaft single-node mode, published on the same free port inside and out.
+
+    The official image is configured through KAFKA_* variables; publishing port P as P lets
+    the advertised listener be simply ``<host>:P``.
+    """
+
+    def __init__(self) -> None:
+        from testcontainers.core.container import DockerContainer
+
+        self.port = free_port()
+        self.container = DockerContainer(KAFKA_IMAGE).with_bind_ports(self.port, self.port)
+        env = {
+            "KAFKA_NODE_ID": "1",
+            "KAFKA_PROCESS_ROLES": "broker,controller",
+            "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{self.port},CONTROLLER://localhost:9093",
+            "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+            "KAFKA_NUM_PARTITIONS": "1",
+            "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        }
+        for key, value in env.items():
+            self.container.with_env(key, value)
+        self.version = KAFKA_IMAGE.rsplit(":", 1)[-1]
+        self.start_seconds: float | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.container.start()
+        wait_for_kafka("127.0.0.1", self.port, time.monotonic() + 120)
+        self.start_seconds = time.monotonic() - t0
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+class _RedisContainer:
+    def __init__(self) -> None:
+        from testcontainers.community.redis import RedisContainer
+
+        self.container = RedisContainer(REDIS_IMAGE).with_command(
+            "redis-server --appendonly yes --appendfsync everysec --save ''"
+        )
+        self.start_seconds: float | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.container.get_container_host_ip()
+        return f"redis://{host}:{self.container.get_exposed_port(6379)}/0"
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        self.container.start()
+        self.start_seconds = time.monotonic() - t0
+
+    def stop(self) -> None:
+        self.container.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, docker_available: bool
+) -> Iterator[KafkaBroker | _KafkaContainer | None]:
+    """The session's Kafka broker handle, or None when TEST_KAFKA_BOOTSTRAP names one."""
+    if os.environ.get("TEST_KAFKA_BOOTSTRAP"):
+        say(request.config, f"kafka: using TEST_KAFKA_BOOTSTRAP={os.environ['TEST_KAFKA_BOOTSTRAP']}")
+        yield None
+        return
+    handle: KafkaBroker | _KafkaContainer
+    if docker_available:
+        handle = _KafkaContainer()
+        how = f"container {KAFKA_IMAGE}"
+    else:
+        ensure_kafka_jars()
+        handle = KafkaBroker(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
+        how = "local process (compose/launcher.py)"
+    handle.start()
+    say(
+        request.config,
+        f"kafka: Apache Kafka {handle.version} broker at {handle.bootstrap}, {how}, "
+        f"started in {handle.start_seconds:.1f} s",
+    )
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: KafkaBroker | _KafkaContainer | None) -> str:
+    if kafka_broker is None:
+        return os.environ["TEST_KAFKA_BOOTSTRAP"]
+    return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, docker_available: bool
+) -> Iterator[RedisServer | _RedisContainer | None]:
+    """The session's Redis handle, or None when TEST_REDIS_URL names one."""
+    if os.environ.get("TEST_REDIS_URL"):
+        say(request.config, f"redis: using TEST_REDIS_URL={os.environ['TEST_REDIS_URL']}")
+        yield None
+        return
+    handle: RedisServer | _RedisContainer
+    if docker_available:
+        handle = _RedisContainer()
+        how = f"container {REDIS_IMAGE}"
+    else:
+        handle = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
+        how = "local redis-server"
+    handle.start()
+    say(request.config, f"redis: {handle.url}, {how}, started in {handle.start_seconds:.2f} s")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | _RedisContainer | None) -> str:
+    if redis_server is None:
+        return os.environ["TEST_REDIS_URL"]
+    return redis_server.url
+
+
+# --------------------------------------------------------------------------------------------
+# per-test helpers
+# --------------------------------------------------------------------------------------------
+
+
+class TopicFactory:
+    """Makes uniquely named topics: ``await topic_factory(partitions=4)`` -> name.
+
+    ``await topic_factory.many(3, partitions=12)`` -> names. Deleted after the test.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.created: list[str] = []
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def _client(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=30000)
+            await admin.start()
+            self._admin = admin
+        return self._admin
+
+    async def __call__(
+        self, partitions: int = 1, *, prefix: str = "test", configs: dict[str, str] | None = None
+    ) -> str:
+        return (await self.many(1, partitions, prefix=prefix, configs=configs))[0]
+
+    async def many(
+        self, count: int, partitions: int = 1, *, prefix: str = "test", configs: dict[str, str] | None = None
+    ) -> list[str]:
+        names = [f"{prefix}-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+        admin = await self._client()
+        resp = await admin.create_topics(
+            [
+                NewTopic(n, num_partitions=partitions, replication_factor=1, topic_configs=configs or {})
+                for n in names
+            ]
+        )
+        errors = [(name, code, rest) for name, code, *rest in resp.topic_errors if code != 0]
+        if errors:
+            raise RuntimeError(f"creating topics failed: {errors}")
+        self.created.extend(names)
+        await self._wait_for_leaders(names, partitions)
+        return names
+
+    async def _wait_for_leaders(self, names: list[str], partitions: int, within: float = 30.0) -> None:
+        admin = await self._client()
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            described = await admin.describe_topics(names)
+            ready = all(
+                t.get("error_code", 0) == 0
+                and len(t.get("partitions", [])) == partitions
+                and all(p.get("leader", -1) >= 0 for p in t["partitions"])
+                for t in described
+            )
+            if ready:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics {names} have no leaders after {within} s: {described}")
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._admin is None:
+            return
+        try:
+            if self.created:
+                await self._admin.delete_topics(self.created)
+        except KafkaError as exc:
+            log.warning("could not delete test topics %s: %r", self.created, exc)
+        finally:
+            await self._admin.close()
+            self._admin = None
+
+
+@pytest.fixture
+async def topic_factory(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
+    factory = TopicFactory(kafka_bootstrap)
+    try:
+        yield factory
+    finally:
+        await factory.close()
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A redis.asyncio client on the session's Redis. Shared server: use unique key prefixes."""
+    client = aioredis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+class IsolatedServices:
+    """Private Kafka brokers / Redis servers for tests that kill or restart them.
+
+    ``broker = await isolated_services.kafka()``, ``redis = await isolated_services.redis()``;
+    then ``await broker.akill()``, ``await broker.arestart()``,
+    ``await redis.arestart(wipe_data=True)``... Everything is stopped after the test.
+    Always local processes (launcher), even with Docker, since tests signal their pids.
+    """
+
+    def __init__(self, config: pytest.Config, base_dir: Path) -> None:
+        self.config = config
+        self.base_dir = base_dir
+        self.started: list[KafkaBroker | RedisServer] = []
+
+    async def kafka(self, **kwargs: object) -> KafkaBroker:
+        await asyncio.to_thread(ensure_kafka_jars)
+        broker = KafkaBroker(
+            port=free_port(), data_dir=self.base_dir / f"kafka-{len(self.started)}", **kwargs
+        )
+        self.started.append(broker)
+        await broker.astart()
+        say(
+            self.config,
+            f"isolated kafka {broker.version} at {broker.bootstrap} started in {broker.start_seconds:.1f} s",
+        )
+        return broker
+
+    async def redis(self) -> RedisServer:
+        server = RedisServer(port=free_port(), data_dir=self.base_dir / f"redis-{len(self.started)}")
+        self.started.append(server)
+        await server.astart()
+        return server
+
+    def stop_all(self) -> None:
+        for svc in reversed(self.started):
+            with contextlib.suppress(OSError):
+                svc.stop()
+        self.started.clear()
+
+
+@pytest.fixture
+def isolated_services(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IsolatedServices]:
+    services = IsolatedServices(request.config, tmp_path)
+    try:
+        yield services
+    finally:
+        services.stop_all()
