@@ -194,8 +194,8 @@ class Processor:
         committed = await self._consumer.committed(tp)
         self._epochs[tp] = claim.epoch
         self._committed[tp] = -1 if committed is None else committed
-        if committed is None or (claim.applied is not None and claim.applied >= committed - 1):
-            return
+        if not committed or (claim.applied is not None and claim.applied >= committed - 1):
+            return  # nothing decided yet, or Redis knows at least what Kafka committed
         # Kafka says offsets up to committed-1 were decided, Redis does not know them: the
         # leases of that history are gone, and deciding on would grant streams twice.
         if self.settings.accept_state_loss:

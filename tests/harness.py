@@ -189,12 +189,18 @@ class Flow:
         )
 
     # -- processors ---------------------------------------------------------------------
-    async def start_processor(self, **overrides: object) -> RunningProcessor:
+    def launch_processor(self, **overrides: object) -> RunningProcessor:
+        """Start an in-process processor without waiting for it to be healthy."""
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         processor = Processor(settings)
-        task = asyncio.create_task(processor.run())
-        running = RunningProcessor(processor, task)
+        running = RunningProcessor(processor, asyncio.create_task(processor.run()))
         self._running.append(running)
+        return running
+
+    async def start_processor(self, **overrides: object) -> RunningProcessor:
+        """Start an in-process processor and wait until it is assigned and consuming."""
+        running = self.launch_processor(**overrides)
+        processor, task = running.processor, running.task
         await wait_until(lambda: task.done() or processor.health()[0], what="processor consuming")
         if task.done():
             task.result()
