@@ -1,0 +1,205 @@
+"""The benchmark's data set: a realistic playback event mix, generated once and produced fast.
+
+Per user: one or more sessions starting close together (a household), each a `start`,
+heartbeats every 30 s of event time, and usually a `stop`; some users open more sessions
+than the limit (denied starts, then heartbeats without a lease), some send a start twice,
+some let a session lapse. Record timestamps are explicit event time inside the last hour
+(Kafka refuses timestamps more than an hour ahead and keeps these), and the log of every
+partition is in event-time order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from bench.kafka_util import partition_of
+
+DEVICES = ("tv-livingroom", "tv-bedroom", "phone", "tablet", "web", "console")
+HEARTBEAT_MS = 30_000
+PRODUCE_BATCH_BYTES = 900 * 1024  # under the broker's default message.max.bytes (1 MiB)
+
+
+@dataclass
+class DataSet:
+    topic: str
+    events: int
+    users: int
+    partitions: int
+    per_partition: dict[int, int]
+    types: dict[str, int]
+    first_ts: int
+    last_ts: int
+    value_bytes_avg: float
+    generate_s: float
+    produce_s: float
+
+    def summary(self) -> dict:
+        return {
+            "topic": self.topic,
+            "events": self.events,
+            "users": self.users,
+            "partitions": self.partitions,
+            "events_per_partition_min_max": [
+                min(self.per_partition.values()),
+                max(self.per_partition.values()),
+            ],
+            "types": self.types,
+            "event_time_span_s": round((self.last_ts - self.first_ts) / 1000, 1),
+            "value_bytes_avg": round(self.value_bytes_avg, 1),
+            "generate_s": round(self.generate_s, 2),
+            "produce_s": round(self.produce_s, 2),
+            "produce_events_per_s": round(self.events / self.produce_s) if self.produce_s else None,
+        }
+
+
+def _sessions_of_user(rng: random.Random) -> int:
+    x = rng.random()
+    if x < 0.55:
+        return 1
+    if x < 0.80:
+        return 2
+    if x < 0.90:
+        return 3
+    if x < 0.96:
+        return 4  # over the default limit of 3
+    return rng.randint(5, 7)
+
+
+def generate(
+    events: int, users: int, seed: int = 7, span_ms: int = 50 * 60_000
+) -> list[tuple[int, bytes, bytes]]:
+    """`events` records (timestamp ms, key, value), sorted by event time, all within the last hour."""
+    factor = 1.08
+    while True:
+        out = _generate(events, users, seed, span_ms, factor)
+        if len(out) >= events:
+            return out[:events]  # the latest events are trimmed: sessions still playing at the end
+        factor *= events / max(1, len(out)) * 1.03
+
+
+def _generate(
+    events: int, users: int, seed: int, span_ms: int, factor: float
+) -> list[tuple[int, bytes, bytes]]:
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    base = int(time.time() * 1000) - 58 * 60_000  # the whole span ends a few minutes before now
+    per_user = events / users
+    # Each session is 1 start + h heartbeats + (usually) 1 stop; aim ~8% over, trim the latest.
+    mean_sessions = 1.0 * 0.55 + 2 * 0.25 + 3 * 0.10 + 4 * 0.06 + 6 * 0.04
+    hb_mean = max(0.0, per_user * factor / mean_sessions - 1.9)
+    out: list[tuple[int, bytes, bytes]] = []
+    seq = 0
+    for u in range(users):
+        user_id = f"u-{u}"
+        key = user_id.encode()
+        household_start = base + rng.randrange(0, max(1, span_ms - 10 * 60_000))
+        for s in range(_sessions_of_user(rng)):
+            session_id = f"s-{u}-{s}"
+            device = DEVICES[(u + s) % len(DEVICES)]
+            content = f"c-{rng.randrange(5000)}"
+            t = household_start + rng.randrange(0, 120_000)
+            beats = int(rng.expovariate(1 / hb_mean)) if hb_mean > 0 else 0
+            kinds = ["start"] + ["heartbeat"] * beats
+            if rng.random() < 0.03 and beats:
+                kinds.insert(1 + rng.randrange(beats), "start")  # a player retrying its start
+            if rng.random() < 0.85:
+                kinds.append("stop")  # else the session lapses: the lease expires
+            for kind in kinds:
+                if t - base > span_ms:
+                    break
+                seq += 1
+                value = orjson.dumps(
+                    {
+                        "type": kind,
+                        "userId": user_id,
+                        "sessionId": session_id,
+                        "deviceId": device,
+                        "contentId": content,
+                        "eventId": f"e-{run}-{seq}",
+                        "ts": t,
+                    }
+                )
+                out.append((t, key, value))
+                t += HEARTBEAT_MS + rng.randrange(-500, 500)
+    out.sort(key=lambda r: r[0])  # stable: one user's events keep their order
+    return out
+
+
+async def produce(
+    bootstrap: str, topic: str, records: list[tuple[int, bytes, bytes]], partitions: int
+) -> float:
+    """Produce the records keyed, with explicit timestamps, one send_batch per full batch; return seconds."""
+    by_partition: dict[int, list[tuple[int, bytes, bytes]]] = {}
+    cache: dict[bytes, int] = {}
+    for rec in records:
+        key = rec[1]
+        p = cache.get(key)
+        if p is None:
+            p = cache[key] = partition_of(key, partitions)
+        by_partition.setdefault(p, []).append(rec)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=0,
+        max_batch_size=PRODUCE_BATCH_BYTES,
+        max_request_size=8 * 1024 * 1024,
+    )
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+
+        async def one_partition(p: int, recs: list) -> list:
+            futures = []
+            batch = producer.create_batch()
+            for ts, key, value in recs:
+                if batch.append(key=key, value=value, timestamp=ts) is None:
+                    batch.close()
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=ts)
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=p))
+            return futures
+
+        lists = await asyncio.gather(*(one_partition(p, r) for p, r in by_partition.items()))
+        await asyncio.gather(*(f for fl in lists for f in fl))  # every delivery result checked
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0
+
+
+def describe(
+    topic: str,
+    records: list[tuple[int, bytes, bytes]],
+    users: int,
+    partitions: int,
+    generate_s: float,
+    produce_s: float,
+) -> DataSet:
+    cache: dict[bytes, int] = {}
+    per_partition = Counter(
+        cache.get(k) if k in cache else cache.setdefault(k, partition_of(k, partitions))
+        for _t, k, _v in records
+    )
+    types = Counter(orjson.loads(v)["type"] for _t, _k, v in records)
+    return DataSet(
+        topic=topic,
+        events=len(records),
+        users=users,
+        partitions=partitions,
+        per_partition={p: per_partition.get(p, 0) for p in range(partitions)},
+        types=dict(types),
+        first_ts=records[0][0],
+        last_ts=records[-1][0],
+        value_bytes_avg=sum(len(v) for _t, _k, v in records) / len(records),
+        generate_s=generate_s,
+        produce_s=produce_s,
+    )

@@ -1,0 +1,282 @@
+"""Running the real processor: in-process (optionally under cProfile) or as `python -m processor`."""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import io
+import logging
+import os
+import pstats
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from redis.asyncio import Redis
+
+from compose.launcher import REPO_ROOT, free_port
+
+JWT_SECRET = "bench-secret-0123456789abcdef-not-for-production"
+
+
+@dataclass
+class Names:
+    verdicts: str
+    dlq: str
+    group: str
+
+
+def processor_env(bootstrap: str, redis_url: str, events_topic: str, names: Names, http_port: int) -> dict:
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "REDIS_URL": redis_url,
+            "EVENTS_TOPIC": events_topic,
+            "VERDICTS_TOPIC": names.verdicts,
+            "DLQ_TOPIC": names.dlq,
+            "CONSUMER_GROUP": names.group,
+            "JWT_SECRET": JWT_SECRET,
+            "HTTP_PORT": str(http_port),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        }
+    )
+    return env
+
+
+# -- Redis ----------------------------------------------------------------------------------
+async def redis_flush_and_reset(url: str) -> None:
+    r = Redis.from_url(url)
+    try:
+        await r.flushall()
+        await r.config_resetstat()
+    finally:
+        await r.aclose()
+
+
+async def redis_commandstats(url: str) -> dict:
+    r = Redis.from_url(url)
+    try:
+        stats = await r.info("commandstats")
+        return {k.removeprefix("cmdstat_"): v for k, v in stats.items()}
+    finally:
+        await r.aclose()
+
+
+def summarize_commandstats(stats: dict, events: int) -> dict:
+    """Redis time per event. Commands a script calls are counted in commandstats too (and their
+    time is inside the script's), so the script time is the figure; the others are shown apart."""
+    scripts = {k: stats[k] for k in ("evalsha", "eval", "fcall") if k in stats}
+    script_usec = sum(v.get("usec", 0) for v in scripts.values())
+    script_calls = sum(v.get("calls", 0) for v in scripts.values())
+    return {
+        "scripts": {
+            k: {"calls": v.get("calls"), "usec": v.get("usec"), "usec_per_call": v.get("usec_per_call")}
+            for k, v in scripts.items()
+        },
+        "redis_usec_per_event": round(script_usec / events, 2) if events else None,
+        "script_usec_per_event": round(script_usec / events, 2) if events else None,
+        "events_per_script_call": round(events / max(1, script_calls), 1),
+        "other_commands": sorted(
+            (
+                {
+                    "command": k,
+                    "calls": v.get("calls"),
+                    "usec": v.get("usec"),
+                    "calls_per_event": round(v.get("calls", 0) / events, 3) if events else None,
+                }
+                for k, v in stats.items()
+                if k not in scripts
+            ),
+            key=lambda d: -(d["usec"] or 0),
+        )[:8],
+        "note": "other_commands include the commands called inside the scripts (their time is part of the "
+        "script time), so they are not added to redis_usec_per_event",
+    }
+
+
+# -- in-process -----------------------------------------------------------------------------
+class InProcess:
+    """The Processor class on this event loop; `profile=True` runs it under cProfile."""
+
+    def __init__(self, bootstrap: str, redis_url: str, events_topic: str, names: Names) -> None:
+        from processor.config import load_settings
+
+        self.settings = load_settings(
+            kafka_bootstrap_servers=bootstrap,
+            redis_url=redis_url,
+            events_topic=events_topic,
+            verdicts_topic=names.verdicts,
+            dlq_topic=names.dlq,
+            consumer_group=names.group,
+            jwt_secret=JWT_SECRET,
+            http_port=0,
+            log_level="WARNING",
+        )
+        self.task: asyncio.Task | None = None
+        self.processor = None
+        self.profiler: cProfile.Profile | None = None
+
+    async def start(self, profile: bool = False) -> None:
+        from processor.app import Processor
+
+        logging.getLogger("processor").setLevel(logging.WARNING)
+        logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        self.processor = Processor(self.settings)
+        if profile:
+            self.profiler = cProfile.Profile()
+            self.profiler.enable()
+        self.task = asyncio.ensure_future(self.processor.run())
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.disable()
+        if self.processor is not None:
+            self.processor.stop()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 60)
+
+
+def profile_top(profiler: cProfile.Profile, events: int, n: int = 15, dump: Path | None = None) -> list[dict]:
+    if dump is not None:
+        profiler.dump_stats(str(dump))
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = []
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        short = filename
+        for marker in ("site-packages/", "/work/main/", "lib/python3"):
+            if marker in short:
+                short = short.split(marker, 1)[1]
+                break
+        rows.append(
+            {
+                "function": f"{short}:{line}({func})" if line else func,
+                "ncalls": nc,
+                "tottime_s": round(tt, 3),
+                "cumtime_s": round(ct, 3),
+                "own_us_per_event": round(tt / events * 1e6, 2) if events else None,
+                "calls_per_event": round(nc / events, 3) if events else None,
+            }
+        )
+    rows.sort(key=lambda r: -r["tottime_s"])
+    # The event loop's epoll wait is time spent idle (waiting for Kafka/Redis), not work.
+    return [r for r in rows if "select.epoll" not in r["function"]][:n]
+
+
+def profile_idle_s(profiler: cProfile.Profile) -> float:
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    return round(sum(v[2] for k, v in stats.stats.items() if "select.epoll" in k[2]), 3)  # type: ignore[attr-defined]
+
+
+def profile_total_s(profiler: cProfile.Profile) -> float:
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    return round(stats.total_tt, 3)  # type: ignore[attr-defined]
+
+
+# -- subprocesses ---------------------------------------------------------------------------
+class SubProcess:
+    """`python -m processor` with the settings in its environment; output to a log file."""
+
+    def __init__(
+        self, bootstrap: str, redis_url: str, events_topic: str, names: Names, log_file: Path
+    ) -> None:
+        self.http_port = free_port()
+        self.env = processor_env(bootstrap, redis_url, events_topic, names, self.http_port)
+        self.log_file = log_file
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "processor"],
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def rss_mb(self) -> float | None:
+        try:
+            return psutil.Process(self.proc.pid).memory_info().rss / 2**20 if self.proc else None
+        except psutil.Error:
+            return None
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times() if self.proc else None
+            return t.user + t.system if t else None
+        except psutil.Error:
+            return None
+
+    def metrics(self) -> dict[str, float]:
+        """The processor's batch histograms' sums and counts, from /metrics."""
+        wanted = (
+            "concurrency_batch_seconds_sum",
+            "concurrency_batch_seconds_count",
+            "concurrency_batch_size_sum",
+            "concurrency_batch_size_count",
+        )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in wanted:
+                out[name] = float(value)
+        return out
+
+    def health(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health", timeout=1) as resp:
+                import json
+
+                return json.loads(resp.read())
+        except OSError:
+            return None
+        except ValueError:
+            return None
+
+    async def wait_healthy(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise RuntimeError(f"processor exited with {self.proc.returncode}; see {self.log_file}")
+            body = await asyncio.to_thread(self.health)
+            if body and body.get("status") == "UP":
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"processor not healthy after {timeout_s:.0f} s; see {self.log_file}")
+
+    async def stop(self, timeout_s: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: finish the batch, commit, leave the group
+            try:
+                await asyncio.to_thread(self.proc.wait, timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                await asyncio.to_thread(self.proc.wait, 10)
+        return self.proc.returncode

@@ -1,0 +1,556 @@
+"""`make bench` / `python -m bench.run`: the benchmark of DESIGN.md, "Performance: how it is measured".
+
+Parts (`--only` picks some): ceiling (strongest pass-through), processor (in-process, tokens on,
+with Redis INFO commandstats), scaling (one vs two `python -m processor` processes in one
+group), profile (cProfile of an in-process run), latency (fixed offered rates), memory (RSS of
+a processor process at a fixed rate). Writes bench/out/report.json and PNG charts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import psutil  # noqa: E402
+from aiokafka import AIOKafkaProducer  # noqa: E402
+
+from bench import data as data_mod  # noqa: E402
+from bench.ceiling import run_ceiling  # noqa: E402
+from bench.kafka_util import (  # noqa: E402
+    LOG_APPEND_TIME,
+    create_topics,
+    delete_topics,
+    end_offsets,
+    read_output_timing,
+    wait_group_done,
+)
+from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles  # noqa: E402
+from bench.procs import (  # noqa: E402
+    InProcess,
+    Names,
+    SubProcess,
+    profile_idle_s,
+    profile_top,
+    profile_total_s,
+    redis_commandstats,
+    redis_flush_and_reset,
+    summarize_commandstats,
+)
+from bench.report import print_tables, write_charts, write_json  # noqa: E402
+from bench.services import machine_info, redis_info, start_services  # noqa: E402
+
+PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "memory")
+PARTITIONS = 12
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, redis_url: str) -> None:
+        self.args = args
+        self.bootstrap = bootstrap
+        self.redis_url = redis_url
+        self.run_id = uuid.uuid4().hex[:6]
+        self.events_topic = f"bench.{self.run_id}.events"
+        self.created_topics: list[str] = []
+        self.ends: dict[int, int] = {}
+        self.events = 0
+        self.report: dict = {"throughput": [], "errors": []}
+        self.out_dir = Path(args.out).parent
+
+    def names(self, label: str) -> Names:
+        base = f"bench.{self.run_id}.{label}"
+        self.created_topics += [f"{base}.verdicts", f"{base}.dlq"]
+        return Names(f"{base}.verdicts", f"{base}.dlq", f"{base}.group")
+
+    async def output_topic(self, name: str) -> None:
+        await create_topics(self.bootstrap, [name], PARTITIONS, LOG_APPEND_TIME)
+
+    def add_candidate(self, name: str, timing, t0: float, note: str = "", **extra) -> dict:
+        wall = timing.last_ms / 1000 - t0
+        row = {
+            "name": name,
+            "records": timing.records,
+            "span_s": round(timing.seconds, 3),
+            "events_per_s": round(timing.events_per_s),
+            "wall_s": round(wall, 3),
+            "wall_events_per_s": round(timing.records / wall) if wall > 0 else None,
+            "log_append_time": timing.log_append_time,
+            "note": note,
+            **extra,
+        }
+        if timing.records < self.events:
+            row["note"] = (note + f"; only {timing.records} of {self.events} records").strip("; ")
+        self.report["throughput"].append(row)
+        log(
+            f"{name}: {row['records']:,} records in {row['span_s']:.2f} s = {row['events_per_s']:,} ev/s "
+            f"(wall {row['wall_s']:.2f} s)"
+        )
+        return row
+
+    # -- data ---------------------------------------------------------------------------
+    async def prepare_data(self) -> None:
+        a = self.args
+        await create_topics(self.bootstrap, [self.events_topic], PARTITIONS)
+        self.created_topics.append(self.events_topic)
+        t0 = time.perf_counter()
+        records = data_mod.generate(a.events, a.users)
+        gen_s = time.perf_counter() - t0
+        log(f"generated {len(records):,} events over {a.users:,} users in {gen_s:.1f} s; producing")
+        prod_s = await data_mod.produce(self.bootstrap, self.events_topic, records, PARTITIONS)
+        ds = data_mod.describe(self.events_topic, records, a.users, PARTITIONS, gen_s, prod_s)
+        del records
+        self.ends = await end_offsets(self.bootstrap, self.events_topic)
+        self.events = sum(self.ends.values())
+        assert self.events == ds.events, (self.events, ds.events)
+        self.report["data"] = ds.summary()
+        log(f"produced {self.events:,} events in {prod_s:.1f} s ({self.events / prod_s:,.0f} ev/s)")
+
+    # -- candidates ---------------------------------------------------------------------
+    async def ceiling(self, label: str) -> None:
+        out = f"bench.{self.run_id}.{label}.out"
+        self.created_topics.append(out)
+        await self.output_topic(out)
+        t0 = time.time()
+        stats = await run_ceiling(
+            self.bootstrap, self.events_topic, out, f"bench.{self.run_id}.{label}.group", self.ends
+        )
+        timing = await read_output_timing(self.bootstrap, out)
+        self.add_candidate(
+            label,
+            timing,
+            t0,
+            note="pass-through: getmany + send_batch per partition, no Redis",
+            fetch_batches=stats["fetch_batches"],
+        )
+
+    async def processor_inprocess(self, profile: bool = False) -> None:
+        label = "processor-profiled" if profile else "processor"
+        names = self.names(label)
+        await self.output_topic(names.verdicts)
+        await redis_flush_and_reset(self.redis_url)
+        proc = InProcess(self.bootstrap, self.redis_url, self.events_topic, names)
+        me = psutil.Process()
+        cpu0 = me.cpu_times()
+        t0 = time.time()
+        await proc.start(profile=profile)
+        try:
+            await wait_group_done(
+                self.bootstrap,
+                names.group,
+                self.events_topic,
+                self.ends,
+                timeout_s=self.args.timeout,
+                alive=lambda: proc.alive,
+            )
+            if proc.task.done():  # surface a crash instead of a timeout
+                proc.task.result()
+            stats = await redis_commandstats(self.redis_url)
+        finally:
+            await proc.stop()
+        cpu1 = me.cpu_times()
+        timing = await read_output_timing(self.bootstrap, names.verdicts)
+        redis = summarize_commandstats(stats, timing.records)
+        if profile:
+            self.report["profile"] = {
+                "events": timing.records,
+                "events_per_s_under_profiler": round(timing.events_per_s),
+                "dump": str(self.out_dir / "processor.prof"),
+                "top": profile_top(proc.profiler, timing.records, 15, self.out_dir / "processor.prof"),
+                "profiled_total_s": profile_total_s(proc.profiler),
+                "idle_in_epoll_s": profile_idle_s(proc.profiler),
+                "note": "cProfile own time (tottime), whole event loop of the processor in this process",
+            }
+            log(f"profiled run: {timing.events_per_s:,.0f} ev/s under cProfile")
+            return
+        cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        self.report["redis"] = redis
+        self.add_candidate(
+            "processor",
+            timing,
+            t0,
+            note="in-process, tokens on",
+            cpu_us_per_event=round(cpu_s / max(1, timing.records) * 1e6, 1),
+            redis_usec_per_event=redis["redis_usec_per_event"],
+        )
+        log(f"Redis: {redis['redis_usec_per_event']} µs/event, scripts {redis['scripts']}")
+
+    async def processes(self, n: int) -> dict:
+        label = f"processor-x{n}-proc"
+        names = self.names(label)
+        await self.output_topic(names.verdicts)
+        await redis_flush_and_reset(self.redis_url)
+        procs = [
+            SubProcess(
+                self.bootstrap,
+                self.redis_url,
+                self.events_topic,
+                names,
+                self.out_dir / "logs" / f"{label}-{i}.log",
+            )
+            for i in range(n)
+        ]
+        t0 = time.time()
+        for p in procs:
+            p.start()
+        try:
+            await wait_group_done(
+                self.bootstrap,
+                names.group,
+                self.events_topic,
+                self.ends,
+                timeout_s=self.args.timeout,
+                alive=lambda: all(p.alive for p in procs),
+            )
+            cpu = [p.cpu_seconds() for p in procs]
+            stats = await redis_commandstats(self.redis_url)
+        finally:
+            codes = [await p.stop() for p in procs]
+        timing = await read_output_timing(self.bootstrap, names.verdicts)
+        redis = summarize_commandstats(stats, timing.records)
+        name = "processor x1 (process)" if n == 1 else f"processors x{n} (processes)"
+        return self.add_candidate(
+            name,
+            timing,
+            t0,
+            note=f"{n} x python -m processor, one group",
+            process_cpu_s=[round(c, 1) if c else None for c in cpu],
+            exit_codes=codes,
+            redis_usec_per_event=redis["redis_usec_per_event"],
+        )
+
+    async def scaling(self) -> None:
+        one = await self.processes(1)
+        two = await self.processes(2)
+        inproc = next((c for c in self.report["throughput"] if c["name"] == "processor"), None)
+        self.report["scaling"] = {
+            "one_process_events_per_s": one["events_per_s"],
+            "two_processes_events_per_s": two["events_per_s"],
+            "two_over_one": round(two["events_per_s"] / one["events_per_s"], 3),
+            "two_over_inprocess": round(two["events_per_s"] / inproc["events_per_s"], 3) if inproc else None,
+            "note": "two processes join one by one: the timing includes one rebalance",
+        }
+
+    # -- live traffic -------------------------------------------------------------------
+    async def live_setup(self, label: str) -> tuple[SubProcess, VerdictWatcher, AIOKafkaProducer, str]:
+        topic = f"bench.{self.run_id}.{label}.events"
+        self.created_topics.append(topic)
+        await create_topics(self.bootstrap, [topic], PARTITIONS)
+        names = self.names(label)
+        await self.output_topic(names.verdicts)
+        await redis_flush_and_reset(self.redis_url)
+        proc = SubProcess(
+            self.bootstrap, self.redis_url, topic, names, self.out_dir / "logs" / f"{label}.log"
+        )
+        proc.start()
+        await proc.wait_healthy()
+        watcher = VerdictWatcher(self.bootstrap, names.verdicts)
+        await watcher.start()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, max_batch_size=256 * 1024
+        )
+        await producer.start()
+        return proc, watcher, producer, topic
+
+    async def live_rate(
+        self,
+        proc: SubProcess,
+        watcher: VerdictWatcher,
+        producer: AIOKafkaProducer,
+        topic: str,
+        source: LiveSource,
+        rate: int,
+        seconds: float,
+    ) -> dict:
+        sent: dict[str, float] = {}
+        m0 = await asyncio.to_thread(proc.metrics)
+        cpu0 = proc.cpu_seconds()
+        t_start = time.time()
+        stats = await paced_produce(producer, topic, PARTITIONS, source, rate, seconds, sent)
+        cpu1 = proc.cpu_seconds()
+        waited = await drain(watcher, sent, timeout_s=max(20.0, seconds))
+        m1 = await asyncio.to_thread(proc.metrics)
+        d = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1}
+        warmup = min(1.0, seconds / 5)
+        lats, missing = latencies(sent, watcher.received, t_start + warmup)
+        row = {
+            "rate": rate,
+            **stats,
+            "warmup_excluded_s": warmup,
+            "missing": missing,
+            "drain_s": round(waited, 2),
+            "latency": percentiles(lats),
+            "processor_cpu_percent": round((cpu1 - cpu0) / stats["seconds"] * 100, 1)
+            if cpu0 and cpu1
+            else None,
+            "processor_cycles": int(d.get("concurrency_batch_seconds_count", 0)),
+            "processor_cycle_ms_mean": round(
+                d["concurrency_batch_seconds_sum"] / d["concurrency_batch_seconds_count"] * 1000, 2
+            )
+            if d.get("concurrency_batch_seconds_count")
+            else None,
+            "processor_partition_batch_mean": round(
+                d["concurrency_batch_size_sum"] / d["concurrency_batch_size_count"], 1
+            )
+            if d.get("concurrency_batch_size_count")
+            else None,
+        }
+        for eid in sent:
+            watcher.received.pop(eid, None)
+        return row
+
+    async def latency(self) -> None:
+        proc, watcher, producer, topic = await self.live_setup("latency")
+        runs = []
+        try:
+            source = LiveSource(self.run_id, users=self.args.users)
+            for rate in self.args.rates:
+                try:
+                    row = await self.live_rate(
+                        proc, watcher, producer, topic, source, rate, self.args.latency_seconds
+                    )
+                except Exception as exc:  # noqa: BLE001 - one rate failing still reports the others
+                    row = {"rate": rate, "error": repr(exc)}
+                runs.append(row)
+                p = row.get("latency", {})
+                log(
+                    f"latency at {rate:,} ev/s: p50 {p.get('p50_ms')} p95 {p.get('p95_ms')} "
+                    f"p99 {p.get('p99_ms')} ms,"
+                    f" missing {row.get('missing')}"
+                )
+                if not proc.alive:
+                    raise RuntimeError(f"the processor exited; see {proc.log_file}")
+        finally:
+            await producer.stop()
+            await watcher.stop()
+            await proc.stop()
+        self.report["latency"] = {
+            "seconds_per_rate": self.args.latency_seconds,
+            "runs": runs,
+            "method": "paced producer, one send_batch per partition every 5 ms; send time taken before each "
+            "tick's batches; a consumer of the verdicts topic stamps each eventId's first verdict",
+        }
+
+    async def memory(self) -> None:
+        proc, watcher, producer, topic = await self.live_setup("memory")
+        series: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+
+        async def sample() -> None:
+            while True:
+                rss = proc.rss_mb()
+                if rss is not None:
+                    series.append((round(time.monotonic() - t0, 1), round(rss, 2)))
+                await asyncio.sleep(1.0)
+
+        sampler = asyncio.ensure_future(sample())
+        try:
+            source = LiveSource(self.run_id + "m", users=self.args.users)
+            row = await self.live_rate(
+                proc, watcher, producer, topic, source, self.args.memory_rate, self.args.memory_seconds
+            )
+        finally:
+            sampler.cancel()
+            await producer.stop()
+            await watcher.stop()
+            await proc.stop()
+        half = series[len(series) // 2 :]
+        self.report["memory"] = {
+            "rate": self.args.memory_rate,
+            "seconds": self.args.memory_seconds,
+            "samples": len(series),
+            "rss_mb_first": series[0][1],
+            "rss_mb_last": series[-1][1],
+            "rss_mb_min": min(s[1] for s in series),
+            "rss_mb_max": max(s[1] for s in series),
+            "slope_mb_per_min": round(slope(series) * 60, 4),
+            "slope_mb_per_min_second_half": round(slope(half) * 60, 4),
+            "latency_during": row["latency"],
+            "achieved_rate": row["achieved_rate"],
+            "missing": row["missing"],
+            "series": series,
+        }
+        log(
+            f"memory: RSS {series[0][1]} -> {series[-1][1]} MB, "
+            f"slope {self.report['memory']['slope_mb_per_min']} "
+            f"MB/min ({self.report['memory']['slope_mb_per_min_second_half']} over the second half)"
+        )
+
+    # -- the whole run ------------------------------------------------------------------
+    async def part(self, name: str, coro) -> None:
+        log(f"--- {name} (load average {os.getloadavg()[0]:.2f})")
+        self.report.setdefault("loadavg_per_part", {})[name] = {"before": round(os.getloadavg()[0], 2)}
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001 - a failed part is reported, the rest still runs
+            traceback.print_exc()
+            self.report["errors"].append({"part": name, "error": repr(exc)})
+            if name.startswith(("ceiling", "processor", "scaling", "profile")):
+                self.report["throughput"].append({"name": name, "error": repr(exc)})
+        self.report["loadavg_per_part"][name]["after"] = round(os.getloadavg()[0], 2)
+
+    async def run(self) -> dict:
+        parts = self.args.only
+        if set(parts) & {"ceiling", "processor", "scaling", "profile"}:
+            await self.prepare_data()
+        if "ceiling" in parts:
+            await self.part("ceiling", self.ceiling("ceiling"))
+        if "processor" in parts:
+            await self.part("processor", self.processor_inprocess())
+        if "scaling" in parts:
+            await self.part("scaling", self.scaling())
+        if "ceiling" in parts and len(parts) > 1:
+            await self.part("ceiling (again)", self.ceiling("ceiling-again"))
+        ceilings = [
+            c["events_per_s"]
+            for c in self.report["throughput"]
+            if c["name"].startswith("ceiling") and "events_per_s" in c
+        ]
+        if ceilings:
+            best = max(ceilings)
+            self.report["ceiling_events_per_s"] = best
+            for c in self.report["throughput"]:
+                if "events_per_s" in c:
+                    c["ratio_to_ceiling"] = round(c["events_per_s"] / best, 4)
+        if "profile" in parts:
+            await self.part("profile", self.processor_inprocess(profile=True))
+        if "latency" in parts:
+            await self.part("latency", self.latency())
+        if "memory" in parts:
+            await self.part("memory", self.memory())
+        return self.report
+
+
+def slope(series: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, y), per unit of t."""
+    n = len(series)
+    if n < 2:
+        return 0.0
+    mt = sum(t for t, _ in series) / n
+    my = sum(y for _, y in series) / n
+    var = sum((t - mt) ** 2 for t, _ in series)
+    return sum((t - mt) * (y - my) for t, y in series) / var if var else 0.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="small and short: 50k events, 5k users, 5 s rates, 30 s memory"
+    )
+    p.add_argument("--events", type=int, help="events in the throughput data set (default 500000)")
+    p.add_argument("--users", type=int, help="users in the data set (default 50000)")
+    p.add_argument("--latency-seconds", type=float, help="seconds per offered rate (default 15)")
+    p.add_argument(
+        "--rates",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1000, 5000, 20000],
+        help="offered rates for latency, comma separated (default 1000,5000,20000)",
+    )
+    p.add_argument("--memory-seconds", type=float, help="length of the memory run (default 300)")
+    p.add_argument(
+        "--memory-rate", type=int, default=5000, help="offered rate of the memory run (default 5000)"
+    )
+    p.add_argument(
+        "--only",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=list(PARTS),
+        help=f"comma-separated parts: {','.join(PARTS)} (default all)",
+    )
+    p.add_argument("--bootstrap", help="use this Kafka instead of starting one")
+    p.add_argument("--redis-url", help="use this Redis instead of starting one (it gets FLUSHALL!)")
+    p.add_argument("--timeout", type=float, default=900, help="max seconds for one throughput candidate")
+    p.add_argument("--out", default=str(REPO_ROOT / "bench" / "out" / "report.json"), help="JSON report path")
+    a = p.parse_args(argv)
+    unknown = set(a.only) - set(PARTS)
+    if unknown:
+        p.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    q = a.quick
+    a.events = a.events or (50_000 if q else 500_000)
+    a.users = a.users or (5_000 if q else 50_000)
+    a.latency_seconds = a.latency_seconds or (5.0 if q else 15.0)
+    a.memory_seconds = a.memory_seconds or (30.0 if q else 300.0)
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    machine = machine_info()
+    log(
+        f"starting services ({'given' if args.bootstrap else 'own'} Kafka, "
+        f"{'given' if args.redis_url else 'own'} "
+        f"Redis)"
+    )
+    svc = start_services(args.bootstrap, args.redis_url)
+    bench = Bench(args, svc.bootstrap, svc.redis_url)
+    try:
+
+        async def go() -> dict:
+            rinfo = await redis_info(svc.redis_url)
+            bench.report.update(
+                {
+                    "mode": "quick" if args.quick else "full",
+                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                    "argv": sys.argv[1:] if argv is None else argv,
+                    "machine": machine,
+                    "services": {
+                        "bootstrap": svc.bootstrap,
+                        "own": svc.own,
+                        "kafka_version": svc.kafka_version,
+                        "redis": rinfo,
+                    },
+                    "settings": {
+                        "events": args.events,
+                        "users": args.users,
+                        "latency_seconds": args.latency_seconds,
+                        "rates": args.rates,
+                        "memory_seconds": args.memory_seconds,
+                        "memory_rate": args.memory_rate,
+                        "parts": args.only,
+                        "partitions": PARTITIONS,
+                    },
+                    "method": "throughput = output records / (last - first LogAppendTime of the candidate's "
+                    "output "
+                    "topic); wall = last append time - candidate start (includes start-up and group join)",
+                }
+            )
+            try:
+                return await bench.run()
+            finally:
+                if not svc.own and bench.created_topics:
+                    try:
+                        await delete_topics(svc.bootstrap, bench.created_topics)
+                    except Exception as exc:  # noqa: BLE001
+                        log(f"could not delete the benchmark topics: {exc!r}")
+
+        report = asyncio.run(go())
+    finally:
+        svc.stop()
+    report["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["duration_s"] = round(time.time() - started, 1)
+    report["charts"] = write_charts(report, out.parent, out.with_suffix(".png"))
+    write_json(report, out)
+    print_tables(report)
+    log(f"report: {out}; charts: {', '.join(report['charts'])}; {report['duration_s']} s")
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
