@@ -37,14 +37,25 @@ async def _list_leases(user_id: str) -> int:
     settings = load_settings(allow_insecure_dev_secret=True)
     redis = Redis.from_url(settings.redis_url)
     try:
-        store = LeaseStore(redis, settings.events_topic, Rules(settings.max_streams, settings.lease_ttl_ms,
-                                                                 settings.overflow_policy, settings.event_id_memory,
-                                                                 settings.idle_user_ttl_seconds * 1000))
+        store = LeaseStore(
+            redis,
+            settings.events_topic,
+            Rules(
+                settings.max_streams,
+                settings.lease_ttl_ms,
+                settings.overflow_policy,
+                settings.event_id_memory,
+                settings.idle_user_ttl_seconds * 1000,
+            ),
+        )
         partitions = int(await redis.get(store.partition_count_key()) or settings.topic_partitions)
         partition = (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
         leases = await store.active_leases(partition, user_id)
-        print(orjson.dumps({"userId": user_id, "partition": partition, "leases": leases},
-                           option=orjson.OPT_INDENT_2).decode())
+        print(  # noqa: T201 - the listing is the command's output
+            orjson.dumps(
+                {"userId": user_id, "partition": partition, "leases": leases}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
         return 0
     finally:
         await redis.aclose()

@@ -50,7 +50,7 @@ class Settings(CommonSettings):
     http_port: int = Field(8080, ge=0, le=65535)
 
     # Processor tuning, beyond the contract.
-    batch_max_records: int = Field(2000, ge=1)
+    batch_max_records: int = Field(4000, ge=1)
     fetch_timeout_ms: int = Field(200, ge=1)
     idle_user_ttl_seconds: int = Field(86_400, ge=60)
     session_timeout_ms: int = Field(10_000, ge=1000)
@@ -71,7 +71,9 @@ class Settings(CommonSettings):
             if self.jwt_secret is not None and len(self.jwt_secret.get_secret_value().encode()) < 32:
                 raise ValueError("JWT_SECRET must be at least 32 bytes (RFC 7518 for HS256)")
         elif self.jwt_private_key_file is None:
-            raise ValueError(f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY_FILE (a PEM private key)")
+            raise ValueError(
+                f"JWT_ALGORITHM={self.jwt_algorithm} needs JWT_PRIVATE_KEY_FILE (a PEM private key)"
+            )
         elif not self.jwt_private_key_file.is_file():
             raise ValueError(f"JWT_PRIVATE_KEY_FILE {self.jwt_private_key_file} is not a readable file")
         return self

@@ -9,7 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 
 class HttpServer:
-    def __init__(self, port: int, registry: CollectorRegistry, health: Callable[[], tuple[bool, dict]]) -> None:
+    def __init__(
+        self, port: int, registry: CollectorRegistry, health: Callable[[], tuple[bool, dict]]
+    ) -> None:
         self._port = port
         self._registry = registry
         self._health = health
@@ -22,7 +24,7 @@ class HttpServer:
         app.router.add_get("/metrics", self._get_metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "0.0.0.0", self._port)  # noqa: S104 - probes come from outside
+        site = web.TCPSite(self._runner, "0.0.0.0", self._port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
@@ -35,4 +37,6 @@ class HttpServer:
         return web.json_response(body, status=200 if ok else 503)
 
     async def _get_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

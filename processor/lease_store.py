@@ -10,12 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
+import hiredis
+import msgpack
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
 
 from processor.wire import DecodedEvent
 
 KEY_PREFIX = "sc"
+
+
+class HiredisPackingConnection(Connection):
+    """Packs commands with hiredis (C) instead of redis-py's per-argument Python loop.
+
+    The asyncio client has no C packer of its own; a batch call carries one key per event,
+    and packing them in Python cost more than the script itself.
+    """
+
+    def pack_command(self, *args):
+        first = args[0]
+        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
+            return super().pack_command(*args)  # 'CONFIG GET' and friends are split by redis-py
+        return [hiredis.pack_command(args)]
+
+
+def connect(url: str, **kwargs) -> Redis:
+    """A client for `url`; plain TCP connections pack commands with hiredis."""
+    if url.startswith("redis://"):
+        kwargs.setdefault("connection_class", HiredisPackingConnection)
+    return Redis.from_url(url, **kwargs)
 
 
 def _load_lua(name: str) -> str:
@@ -121,14 +144,32 @@ class LeaseStore:
         `committed` is the partition's committed offset (-1 if none), `last_offset` the last
         offset of the batch including records that went to the DLQ.
         """
-        keys = [self.partition_key(partition)]
-        args: list = [epoch, *self._fixed_args, committed, last_offset,
-                      self.rules.idle_user_ttl_ms, self.rules.event_id_memory]
         tag = self._tag(partition)
-        for offset, timestamp, ev in events:
-            keys.append(f"{tag}:u:{ev.user_id}")
-            args += (offset, ev.type, ev.session_id, timestamp if timestamp > 0 else 0,
-                     ev.event_id or "", ev.device_id or "", ev.content_id or "")
+        keys = [self.partition_key(partition)]
+        keys += [f"{tag}:u:{ev.user_id}" for _, _, ev in events]
+        blob = orjson.dumps(
+            [
+                (
+                    offset,
+                    ev.type,
+                    ev.session_id,
+                    timestamp if timestamp > 0 else 0,
+                    ev.event_id or "",
+                    ev.device_id or "",
+                    ev.content_id or "",
+                )
+                for offset, timestamp, ev in events
+            ]
+        )
+        args = [
+            epoch,
+            *self._fixed_args,
+            committed,
+            last_offset,
+            self.rules.idle_user_ttl_ms,
+            self.rules.event_id_memory,
+            blob,
+        ]
         reply = await self._decide(keys=keys, args=args)
         if reply.startswith(b"FENCED"):
             raise FencedError(partition, epoch, reply)
@@ -137,10 +178,10 @@ class LeaseStore:
     # -- reading, for operators and checkers --------------------------------------------
     async def user_state(self, partition: int, user_id: str) -> dict | None:
         raw = await self.redis.get(self.user_key(partition, user_id))
-        return None if raw is None else orjson.loads(raw)
+        return None if raw is None else msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
     async def active_leases(self, partition: int, user_id: str, now: int | None = None) -> dict[str, dict]:
-        """sessionId -> {expiresAt, deviceId, contentId} of the leases active at `now` (default: user clock)."""
+        """sessionId -> {expiresAt, deviceId, contentId} of leases active at `now` (default: user clock)."""
         state = await self.user_state(partition, user_id)
         if state is None:
             return {}

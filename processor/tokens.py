@@ -23,7 +23,9 @@ def _b64url(data: bytes) -> bytes:
 
 
 class TokenSigner(Protocol):
-    def sign(self, user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str) -> str: ...
+    def sign(
+        self, user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str
+    ) -> str: ...
 
 
 def _claims(user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str) -> dict:
@@ -42,7 +44,9 @@ class HS256Signer:
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
         self._header = _b64url(orjson.dumps({"alg": "HS256", "typ": "JWT"})) + b"."
 
-    def sign(self, user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str) -> str:
+    def sign(
+        self, user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str
+    ) -> str:
         signing_input = self._header + _b64url(
             orjson.dumps(_claims(user_id, session_id, expires_at_ms, issued_at_ms, token_id))
         )
@@ -58,7 +62,9 @@ class PyJWTSigner:
         self._algorithm = algorithm
         self._key = private_key_pem
 
-    def sign(self, user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str) -> str:
+    def sign(
+        self, user_id: str, session_id: str, expires_at_ms: int, issued_at_ms: int, token_id: str
+    ) -> str:
         claims = _claims(user_id, session_id, expires_at_ms, issued_at_ms, token_id)
         return jwt.encode(claims, self._key, algorithm=self._algorithm)
 

@@ -40,7 +40,9 @@ async def ensure_topics(
             if len(counts) == len(topics):
                 return counts
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"topics {sorted(set(topics) - set(counts))} have no leaders after {timeout_s}s")
+                raise TimeoutError(
+                    f"topics {sorted(set(topics) - set(counts))} have no leaders after {timeout_s}s"
+                )
             await asyncio.sleep(0.2)
     finally:
         await admin.close()

@@ -54,7 +54,14 @@ class Verdict(BaseModel):
     type: Literal["start", "heartbeat", "stop"]
     decision: Literal["allow", "deny", "revoke"]
     reason: Literal[
-        "already_active", "started", "limit_exceeded", "renewed", "no_lease", "stopped", "not_active", "evicted"
+        "already_active",
+        "started",
+        "limit_exceeded",
+        "renewed",
+        "no_lease",
+        "stopped",
+        "not_active",
+        "evicted",
     ]
     activeStreams: int
     maxStreams: int

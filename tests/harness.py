@@ -144,8 +144,9 @@ class Flow:
 
     async def __aenter__(self) -> Flow:
         s = self.settings
-        await ensure_topics(s.kafka_bootstrap_servers, [s.events_topic, s.verdicts_topic, s.dlq_topic],
-                            s.topic_partitions, 1)
+        await ensure_topics(
+            s.kafka_bootstrap_servers, [s.events_topic, s.verdicts_topic, s.dlq_topic], s.topic_partitions, 1
+        )
         try:
             self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
             await self._producer.start()
@@ -174,8 +175,9 @@ class Flow:
                 await reader.stop()
 
     # -- input --------------------------------------------------------------------------
-    async def send(self, kind: str, user: str, session: str, at: int, event_id: str | None = None,
-                   **fields: object) -> RecordMetadata:
+    async def send(
+        self, kind: str, user: str, session: str, at: int, event_id: str | None = None, **fields: object
+    ) -> RecordMetadata:
         """Send one event whose record timestamp is `t0 + at` ms."""
         value = {"type": kind, "userId": user, "sessionId": session, **fields}
         if event_id is not None:
@@ -229,8 +231,12 @@ class Flow:
         }
         log_path = log_dir / f"processor-{len(self._processes)}.log"
         with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", "processor"], env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "processor"],
+                env=env,
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
             )
         proc = ProcessorProcess(popen, log_path)
         self._processes.append(proc)
@@ -246,8 +252,11 @@ class Flow:
 
     async def wait_verdicts(self, count: int, timeout: float = 30.0) -> list[dict]:
         """All verdicts so far, once there are at least `count`."""
-        await wait_until(lambda: len(self._verdicts.records) >= count, timeout,  # type: ignore[union-attr]
-                         what=f"{count} verdicts (have {len(self._verdicts.records)})")  # type: ignore[union-attr]
+        await wait_until(
+            lambda: len(self._verdicts.records) >= count,
+            timeout,  # type: ignore[union-attr]
+            what=f"{count} verdicts (have {len(self._verdicts.records)})",
+        )  # type: ignore[union-attr]
         return self.verdicts()
 
     async def wait_dead_letters(self, count: int, timeout: float = 30.0) -> list[ConsumerRecord]:

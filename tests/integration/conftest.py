@@ -10,7 +10,7 @@ from tests.harness import Flow
 
 @pytest.fixture
 def flow_factory(kafka_bootstrap: str, redis_url: str) -> Callable[..., AbstractAsyncContextManager[Flow]]:
-    """`async with flow_factory(partitions=4, overflow_policy="evict_oldest") as flow:` fresh topics and group."""
+    """Fresh topics and group: `async with flow_factory(partitions=4, overflow_policy="reject") as f:`."""
 
     def make(partitions: int = 4, **overrides: object) -> Flow:
         return Flow(kafka_bootstrap, redis_url, partitions, overrides)

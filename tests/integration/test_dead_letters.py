@@ -21,9 +21,15 @@ BAD_INPUT = {
     "over_64_kib": orjson.dumps({**VALID, "padding": "x" * 70_000}),
 }
 EXPECTED_ERROR = {
-    "not_json": "not_json", "not_object": "not_object", "missing_user": "missing_field",
-    "missing_session": "missing_field", "empty_user": "empty_id", "over_long_session": "id_too_long",
-    "unknown_type": "unknown_type", "wrong_type": "wrong_type", "over_64_kib": "too_large",
+    "not_json": "not_json",
+    "not_object": "not_object",
+    "missing_user": "missing_field",
+    "missing_session": "missing_field",
+    "empty_user": "empty_id",
+    "over_long_session": "id_too_long",
+    "unknown_type": "unknown_type",
+    "wrong_type": "wrong_type",
+    "over_64_kib": "too_large",
 }
 
 

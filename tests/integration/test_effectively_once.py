@@ -14,8 +14,13 @@ from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent
 from tests.harness import Flow, wait_until
 
-RULES = Rules(max_streams=3, lease_ttl_ms=90_000, overflow_policy="reject", event_id_memory=16,
-              idle_user_ttl_ms=3_600_000)
+RULES = Rules(
+    max_streams=3,
+    lease_ttl_ms=90_000,
+    overflow_policy="reject",
+    event_id_memory=16,
+    idle_user_ttl_ms=3_600_000,
+)
 
 
 def copies_identical(verdicts: list[dict]) -> dict[str, dict]:
@@ -49,7 +54,9 @@ async def test_stale_epoch_is_fenced_and_writes_nothing(redis_client, topic_fact
     assert (await store.decide(0, new.epoch, -1, 0, event))[0][0] == 1
 
 
-async def test_duplicate_event_id_at_a_new_offset_yields_the_identical_verdict_and_no_second_lease(flow: Flow):
+async def test_duplicate_event_id_at_a_new_offset_yields_the_identical_verdict_and_no_second_lease(
+    flow: Flow,
+):
     await flow.send("start", "u1", "s1", at=0, event_id="dup")
     await flow.send("start", "u1", "s1", at=5_000, event_id="dup")  # upstream retry, new offset
     await flow.send("start", "u1", "s2", at=6_000, event_id="next")
@@ -67,8 +74,9 @@ async def test_offsets_reset_to_zero_replay_identical_verdicts_without_new_effec
         first = await flow.wait_verdicts(6)
         await running.stop()
         # An operator rewinds the group: every event is delivered again.
-        consumer = AIOKafkaConsumer(bootstrap_servers=flow.bootstrap, group_id=flow.settings.consumer_group,
-                                    enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=flow.bootstrap, group_id=flow.settings.consumer_group, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(flow.settings.events_topic, p) for p in range(2)]
@@ -89,7 +97,7 @@ async def test_offsets_reset_to_zero_replay_identical_verdicts_without_new_effec
 class CrashAfterRedis(Processor):
     """Dies after the script applied a batch and before any verdict is produced."""
 
-    async def _publish(self, batches):  # noqa: ARG002
+    async def _publish(self, batches):
         raise RuntimeError("simulated crash between Redis and produce")
 
 
@@ -105,8 +113,11 @@ async def test_batch_replayed_after_a_crash_between_redis_and_produce_gets_the_m
         model = ReferenceModel()
         for i, v in enumerate(sorted(verdicts, key=lambda v: v["eventId"])):
             want = model.apply("u1", f"s{i}", "start", flow.t0 + i * 10, f"e{i}")
-            assert (v["reason"], v["activeStreams"], v["decidedAt"]) == (want.reason, want.active_streams,
-                                                                         want.decided_at)
+            assert (v["reason"], v["activeStreams"], v["decidedAt"]) == (
+                want.reason,
+                want.active_streams,
+                want.decided_at,
+            )
         assert len(copies_identical(verdicts)) == 5
 
 
@@ -116,12 +127,19 @@ async def test_ten_concurrent_starts_from_ten_producers_allow_exactly_max_stream
     try:
         import orjson
 
-        await asyncio.gather(*(
-            p.send_and_wait(flow.settings.events_topic, key=b"family", timestamp_ms=flow.t0,
-                            value=orjson.dumps({"type": "start", "userId": "family", "sessionId": f"tv-{i}",
-                                                "eventId": f"start-{i}"}))
-            for i, p in enumerate(producers)
-        ))
+        await asyncio.gather(
+            *(
+                p.send_and_wait(
+                    flow.settings.events_topic,
+                    key=b"family",
+                    timestamp_ms=flow.t0,
+                    value=orjson.dumps(
+                        {"type": "start", "userId": "family", "sessionId": f"tv-{i}", "eventId": f"start-{i}"}
+                    ),
+                )
+                for i, p in enumerate(producers)
+            )
+        )
     finally:
         await asyncio.gather(*(p.stop() for p in producers))
     verdicts = await flow.wait_verdicts(10)
@@ -134,9 +152,15 @@ async def test_two_processors_share_partitions_enforce_the_limit_and_survive_one
     async with flow_factory(partitions=6) as flow:
         first = await flow.start_processor()
         second = await flow.start_processor()
-        await wait_until(lambda: first.processor.health()[0] and second.processor.health()[0]
-                         and len(first.processor._consumer.assignment()) == 3
-                         and len(second.processor._consumer.assignment()) == 3, what="partitions split 3/3")
+        await wait_until(
+            lambda: (
+                first.processor.health()[0]
+                and second.processor.health()[0]
+                and len(first.processor._consumer.assignment()) == 3
+                and len(second.processor._consumer.assignment()) == 3
+            ),
+            what="partitions split 3/3",
+        )
         users = [f"user-{i}" for i in range(12)]
         for user in users:
             for s in range(5):

@@ -44,7 +44,11 @@ async def test_start_at_the_limit_is_denied_with_the_reject_policy(flow: Flow):
     assert [only(verdicts, f"e{i}")["reason"] for i in range(4)] == ["started"] * 3 + ["limit_exceeded"]
     denied = only(verdicts, "e3")
     assert (denied["decision"], denied["activeStreams"], denied["leaseExpiresAt"], denied["token"]) == (
-        "deny", 3, None, None)
+        "deny",
+        3,
+        None,
+        None,
+    )
 
 
 async def test_start_at_the_limit_evicts_the_oldest_lease_with_a_revoke_verdict(flow_factory):
@@ -52,7 +56,9 @@ async def test_start_at_the_limit_evicts_the_oldest_lease_with_a_revoke_verdict(
         await flow.start_processor()
         for i in range(3):
             await flow.send("start", "u1", f"s{i}", at=i * 10, event_id=f"e{i}")
-        await flow.send("start", "u1", "s0", at=100, event_id="renew-s0")  # renewal keeps s0 the oldest by start
+        await flow.send(
+            "start", "u1", "s0", at=100, event_id="renew-s0"
+        )  # renewal keeps s0 the oldest by start
         await flow.send("start", "u1", "s3", at=200, event_id="e3")
         verdicts = await flow.wait_verdicts(6)
         v = only(verdicts, "e3")
@@ -61,7 +67,12 @@ async def test_start_at_the_limit_evicts_the_oldest_lease_with_a_revoke_verdict(
         assert len(revokes) == 1
         r = revokes[0]
         assert (r["sessionId"], r["reason"], r["eventId"], r["leaseExpiresAt"], r["token"]) == (
-            "s0", "evicted", "e3", None, None)
+            "s0",
+            "evicted",
+            "e3",
+            None,
+            None,
+        )
         assert r["verdictId"] != v["verdictId"]
 
 
@@ -71,14 +82,22 @@ async def test_heartbeat_of_an_active_session_is_allowed_and_renewed(flow: Flow)
     v = only(await flow.wait_verdicts(2), "h1")
     assert (v["decision"], v["reason"], v["activeStreams"]) == ("allow", "renewed", 1)
     assert v["leaseExpiresAt"] == flow.t0 + 30_000 + TTL
-    assert jwt.decode(v["token"], TEST_SECRET, algorithms=["HS256"], options={"verify_exp": False})["sid"] == "s1"
+    assert (
+        jwt.decode(v["token"], TEST_SECRET, algorithms=["HS256"], options={"verify_exp": False})["sid"]
+        == "s1"
+    )
 
 
 async def test_heartbeat_without_a_lease_is_denied_as_no_lease(flow: Flow):
     await flow.send("heartbeat", "u1", "s1", at=0, event_id="h1")
     v = only(await flow.wait_verdicts(1), "h1")
     assert (v["decision"], v["reason"], v["activeStreams"], v["leaseExpiresAt"], v["token"]) == (
-        "deny", "no_lease", 0, None, None)
+        "deny",
+        "no_lease",
+        0,
+        None,
+        None,
+    )
 
 
 async def test_stop_of_an_active_session_is_allowed_and_frees_the_slot(flow: Flow):
@@ -88,8 +107,13 @@ async def test_stop_of_an_active_session_is_allowed_and_frees_the_slot(flow: Flo
     await flow.send("start", "u1", "s9", at=20, event_id="e9")
     verdicts = await flow.wait_verdicts(5)
     stop = only(verdicts, "x1")
-    assert (stop["decision"], stop["reason"], stop["activeStreams"], stop["leaseExpiresAt"], stop["token"]) == (
-        "allow", "stopped", 2, None, None)
+    assert (
+        stop["decision"],
+        stop["reason"],
+        stop["activeStreams"],
+        stop["leaseExpiresAt"],
+        stop["token"],
+    ) == ("allow", "stopped", 2, None, None)
     assert only(verdicts, "e9")["reason"] == "started"
 
 

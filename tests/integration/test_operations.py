@@ -37,8 +37,13 @@ async def test_health_is_down_on_the_instance_that_has_no_partition(flow_factory
         second = flow.launch_processor()
         both = (first.processor, second.processor)
         # One partition, two instances: after the rebalance exactly one owns it.
-        await wait_until(lambda: all(p._consuming and p.http_port for p in both)
-                         and sorted(len(p._consumer.assignment()) for p in both) == [0, 1], what="rebalance")
+        await wait_until(
+            lambda: (
+                all(p._consuming and p.http_port for p in both)
+                and sorted(len(p._consumer.assignment()) for p in both) == [0, 1]
+            ),
+            what="rebalance",
+        )
         owner = next(p for p in both if p._consumer.assignment())
         idle = next(p for p in both if not p._consumer.assignment())
         assert (await get(idle.http_port, "/health"))[0] == 503
@@ -50,7 +55,10 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_zero(flow: Flow, tmp
     proc = flow.spawn_processor(tmp_path)
     for i in range(50):
         await flow.send("start", f"u{i}", "s1", at=i, event_id=f"e{i}")
-    await flow.wait_verdicts(50)
+    try:
+        await flow.wait_verdicts(50, timeout=60)
+    except TimeoutError:
+        raise AssertionError(f"no verdicts from the processor process; its log:\n{proc.log()}") from None
     proc.signal(signal.SIGTERM)
     assert proc.popen.wait(30) == 0, proc.log()
     consumer = AIOKafkaConsumer(bootstrap_servers=flow.bootstrap, group_id=flow.settings.consumer_group)

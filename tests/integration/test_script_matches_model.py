@@ -23,8 +23,13 @@ event = st.tuples(
 
 
 def expected(decision) -> list:
-    out = [decision.code, decision.active_streams, decision.max_streams, decision.lease_expires_at or 0,
-           decision.decided_at]
+    out = [
+        decision.code,
+        decision.active_streams,
+        decision.max_streams,
+        decision.lease_expires_at or 0,
+        decision.decided_at,
+    ]
     if decision.evicted:
         out.append(list(decision.evicted))
     return out
@@ -33,8 +38,13 @@ def expected(decision) -> list:
 async def run_both(redis_url: str, policy: str, batches: list[list[tuple]]) -> None:
     redis = Redis.from_url(redis_url)
     try:
-        rules = Rules(max_streams=3, lease_ttl_ms=90_000, overflow_policy=policy, event_id_memory=4,
-                      idle_user_ttl_ms=3_600_000)
+        rules = Rules(
+            max_streams=3,
+            lease_ttl_ms=90_000,
+            overflow_policy=policy,
+            event_id_memory=4,
+            idle_user_ttl_ms=3_600_000,
+        )
         store = LeaseStore(redis, f"prop-{uuid.uuid4().hex}", rules)
         claim = await store.claim(0)
         model = ReferenceModel(3, 90_000, policy, event_id_memory=4)
@@ -46,8 +56,10 @@ async def run_both(redis_url: str, policy: str, batches: list[list[tuple]]) -> N
                 events.append((offset, clock, DecodedEvent(kind, user, session, event_id, "tv", None)))
                 offset += 1
             got = await store.decide(0, claim.epoch, -1, offset - 1, events)
-            want = [expected(model.apply(ev.user_id, ev.session_id, ev.type, ts, ev.event_id, ev.device_id))
-                    for _, ts, ev in events]
+            want = [
+                expected(model.apply(ev.user_id, ev.session_id, ev.type, ts, ev.event_id, ev.device_id))
+                for _, ts, ev in events
+            ]
             assert got == want
             # A replay of the same batch changes nothing and answers the same.
             assert await store.decide(0, claim.epoch, -1, offset - 1, events) == want
@@ -59,7 +71,9 @@ async def run_both(redis_url: str, policy: str, batches: list[list[tuple]]) -> N
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.lists(event, min_size=1, max_size=12), min_size=1, max_size=6),
-       policy=st.sampled_from(["reject", "evict_oldest"]))
+@given(
+    batches=st.lists(st.lists(event, min_size=1, max_size=12), min_size=1, max_size=6),
+    policy=st.sampled_from(["reject", "evict_oldest"]),
+)
 def test_script_decisions_equal_the_reference_model_for_random_event_sequences(redis_url, batches, policy):
     asyncio.run(run_both(redis_url, policy, batches))
