@@ -10,6 +10,7 @@ and the stored results turn the replay into identical verdicts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -91,6 +92,7 @@ class Processor:
         self._epochs: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}  # next offset to read, as committed in Kafka
         self._halted: set[TopicPartition] = set()  # Redis lost their state
+        self._rewound: dict[TopicPartition, int] = {}  # position reset here; skip older prefetched batches
         self._batch_lock = asyncio.Lock()
         self._pending_commit: dict[TopicPartition, OffsetAndMetadata] = {}
         self._stopping = asyncio.Event()
@@ -123,14 +125,7 @@ class Processor:
         await self._retry_redis(
             "partition count check", lambda: self._store.check_partition_count(counts[s.events_topic])
         )
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            enable_idempotence=True,
-            acks="all",
-            max_batch_size=PRODUCER_BATCH_BYTES,
-            linger_ms=0,
-        )
-        await self._producer.start()
+        self._producer = await self._new_producer()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap_servers,
             group_id=s.consumer_group,
@@ -159,6 +154,17 @@ class Processor:
                 "policy": s.overflow_policy,
             },
         )
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            linger_ms=0,
+        )
+        await producer.start()
+        return producer
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit, leave the group and return."""
@@ -201,6 +207,7 @@ class Processor:
             await self._commit_pending()
         for tp in revoked:
             self._epochs.pop(tp, None)
+            self._rewound.pop(tp, None)
             self._committed.pop(tp, None)
             if tp in self._halted:
                 self._halted.discard(tp)
@@ -208,8 +215,15 @@ class Processor:
         self.metrics.assigned.set(0)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        assert self._consumer is not None
+        # The fetcher may already fetch the new partitions: hold them until they are claimed
+        # (getmany returns nothing of a paused partition; its position stays put).
+        self._consumer.pause(*assigned)
+        for tp in assigned:
+            self._rewound.pop(tp, None)  # an assignment resets positions to the committed offsets
         for tp in sorted(assigned):
             await self._take_partition(tp)
+        self._consumer.resume(*(tp for tp in assigned if tp not in self._halted))
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
 
@@ -244,53 +258,78 @@ class Processor:
         assert self._consumer is not None
         self._consuming = True
         stop_wait = asyncio.ensure_future(self._stopping.wait())
+        fetch = asyncio.ensure_future(self._fetch())
         try:
             while not self._stopping.is_set():
-                self._last_poll = time.monotonic()
-                fetch = asyncio.ensure_future(
-                    self._consumer.getmany(
-                        timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
-                    )
-                )
                 await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not fetch.done():
-                    fetch.cancel()
                     break
-                records = fetch.result()
-                if not records:
+                batches = fetch.result()
+                # Fetch and decode the next batch while Redis decides this one.
+                fetch = asyncio.ensure_future(self._fetch())
+                if not batches:
                     continue
                 try:
                     async with self._batch_lock:
-                        await self._process(records)
+                        await self._process(batches)
                     async with self._batch_lock:
                         await self._commit_pending()
                 except StopRequested:
                     break
         finally:
+            # A prefetched batch is dropped uncommitted: the next owner reads it again.
+            fetch.cancel()
             stop_wait.cancel()
             self._consuming = False
 
-    async def _process(self, records: dict) -> None:
+    async def _fetch(self) -> list[PartitionBatch]:
+        assert self._consumer is not None
+        self._last_poll = time.monotonic()
+        records = await self._consumer.getmany(
+            timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+        )
+        return [self._split(tp, recs) for tp, recs in records.items() if recs]
+
+    async def _process(self, batches: list[PartitionBatch]) -> None:
         started = time.perf_counter()
-        work = [(tp, recs) for tp, recs in records.items() if recs and tp not in self._halted]
+        work = [b for b in batches if self._ready(b)]
         if not work:
             return
-        # One task per partition: while Redis runs one partition's script, Python decodes
-        # the next partition and builds the verdicts of the one before.
-        decided = await asyncio.gather(*(self._decode_and_decide(tp, recs) for tp, recs in work))
-        batches = [b for b in decided if b is not None]
+        # One task per partition: while Redis runs one partition's script, Python builds
+        # the verdicts of another.
+        decided = await asyncio.gather(*(self._decide_and_build(b) for b in work))
+        batches = [b for b, ok in zip(work, decided, strict=True) if ok]
         await self._publish(batches)
         for b in batches:
             self._pending_commit[b.tp] = OffsetAndMetadata(b.last_offset + 1, "")
             self._observe(b)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _decode_and_decide(self, tp: TopicPartition, recs: list) -> PartitionBatch | None:
-        batch = self._split(tp, recs)
+    def _ready(self, b: PartitionBatch) -> bool:
+        """Whether this batch may be decided now; a batch that may not is read again later."""
+        tp = b.tp
+        expected = self._rewound.get(tp)
+        if expected is not None:
+            if b.first_offset != expected:
+                return False  # fetched before the rewind below: stale
+            del self._rewound[tp]
+        if tp in self._halted or tp not in self._epochs:
+            self._rewind(b)  # state lost, or fetched before the claim finished
+            return False
+        return True
+
+    def _rewind(self, b: PartitionBatch) -> None:
+        """Put the partition's position back to the batch's start, if it is still ours."""
+        assert self._consumer is not None
+        if b.tp in self._consumer.assignment():
+            self._consumer.seek(b.tp, b.first_offset)
+            self._rewound[b.tp] = b.first_offset
+
+    async def _decide_and_build(self, batch: PartitionBatch) -> bool:
         if not await self._decide(batch):
-            return None
+            return False
         self._build_verdicts(batch)
-        return batch
+        return True
 
     def _split(self, tp: TopicPartition, recs: list) -> PartitionBatch:
         batch = PartitionBatch(tp, recs[0].offset, recs[-1].offset)
@@ -310,7 +349,8 @@ class Processor:
         while True:
             epoch = self._epochs.get(tp)
             if epoch is None:
-                return False  # revoked meanwhile
+                self._rewind(batch)  # revoked meanwhile: read again if it comes back
+                return False
             try:
                 batch.results = await self._retry_redis(
                     "decide",
@@ -327,15 +367,14 @@ class Processor:
                     log.error("partition state vanished from Redis", extra={"partition": tp.partition})
                     await self._take_partition(tp)
                     if tp in self._halted:
-                        self._consumer.seek(tp, batch.first_offset)
+                        self._rewind(batch)
                         return False
                     continue
                 log.warning(
                     "fenced: another instance owns this partition now; batch dropped",
                     extra={"partition": tp.partition, "first_offset": batch.first_offset},
                 )
-                if tp in self._consumer.assignment():
-                    self._consumer.seek(tp, batch.first_offset)
+                self._rewind(batch)
                 return False
 
     def _build_verdicts(self, b: PartitionBatch) -> None:
@@ -363,6 +402,8 @@ class Processor:
         attempt = 0
         while True:
             try:
+                if self._producer is None:
+                    self._producer = await self._new_producer()
                 futures = [
                     await self._send_dead_letter(rec, err) for b in batches for rec, err in b.dead_letters
                 ]
@@ -374,10 +415,16 @@ class Processor:
                 attempt += 1
                 self.metrics.retries.labels("produce").inc()
                 log.warning(
-                    "publishing verdicts failed; retrying the batch, nothing committed",
+                    "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
                     extra={"error": repr(exc), "attempt": attempt},
                 )
                 await self._backoff(attempt)
+                # A failed idempotent batch leaves the producer's sequence numbers out of
+                # step (OutOfOrderSequenceNumber forever): start over with a new producer id.
+                old, self._producer = self._producer, None
+                if old is not None:
+                    with contextlib.suppress(KafkaError):
+                        await old.stop()
 
     async def _send_verdicts(
         self, partition: int, records: list[tuple[bytes, bytes]]
