@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -498,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'given' if args.redis_url else 'own'} "
         f"Redis)"
     )
+    # SIGTERM (e.g. a CI time limit) unwinds like Ctrl-C, so the services below are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     svc = start_services(args.bootstrap, args.redis_url)
     bench = Bench(args, svc.bootstrap, svc.redis_url)
     try:
