@@ -1,36 +1,31 @@
 """The consume loop: fetch a batch, decide it in Redis, publish verdicts, then commit.
 
-One batch at a time: `getmany` returns records of several partitions; each partition's
-valid events are decided by one script call (the calls run concurrently), the verdicts
-and dead letters are produced without awaiting each send, and only when Kafka has
-acknowledged all of them are the offsets committed. A crash anywhere replays the tail,
-and the stored results turn the replay into identical verdicts.
+One batch at a time (the next one is fetched and decoded meanwhile): `getmany` returns
+records of several partitions; each partition's valid events are decided by one script
+call (the calls run concurrently), the verdicts and dead letters are produced without
+awaiting each send, and only when Kafka has acknowledged all of them are the offsets
+committed. A crash anywhere replays the tail, and the stored results turn the replay into
+identical verdicts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.exceptions import (
-    BusyLoadingError,
-)
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeout,
-)
 
 from processor import rules
 from processor.config import Settings
@@ -45,7 +40,12 @@ from processor.wire import DecodedEvent, DecodeError, decode_event
 log = logging.getLogger("processor")
 
 # Failures worth waiting out: the service is away, not the data wrong.
-TRANSIENT_REDIS = (RedisConnectionError, RedisTimeout, BusyLoadingError, OSError)
+TRANSIENT_REDIS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    OSError,
+)
 MAX_BACKOFF_S = 5.0
 PRODUCER_BATCH_BYTES = 512 * 1024
 
@@ -63,6 +63,25 @@ class PartitionBatch:
     dead_letters: list[tuple[object, DecodeError]] = field(default_factory=list)
     results: list | None = None
     verdicts: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+
+
+def verdict_partitioner(partitions: int) -> Callable[[bytes], int]:
+    """key -> the partition the default partitioner gives it, with a bounded cache per user.
+
+    The pure-Python murmur2 costs more than encoding a verdict; most users come back often.
+    """
+    all_partitions = list(range(partitions))
+    partitioner = DefaultPartitioner()
+
+    @functools.lru_cache(maxsize=65_536)
+    def partition_of(key: bytes) -> int:
+        return partitioner(key, all_partitions, all_partitions)
+
+    return partition_of
+
+
+def _no_partitions(key: bytes) -> int:
+    raise RuntimeError("the processor is not started")
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -86,15 +105,14 @@ class Processor:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._http: HttpServer | None = None
-        self._partitioner = DefaultPartitioner()
-        self._verdict_partitions: list[int] = []
-        self._partition_of_user: dict[str, int] = {}
+        self._verdict_partition = _no_partitions
         self._epochs: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}  # next offset to read, as committed in Kafka
         self._halted: set[TopicPartition] = set()  # Redis lost their state
         self._rewound: dict[TopicPartition, int] = {}  # position reset here; skip older prefetched batches
         self._batch_lock = asyncio.Lock()
         self._pending_commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._commit_task: asyncio.Task | None = None  # the latest commit; commits run one after another
         self._stopping = asyncio.Event()
         self._consuming = False
         self._last_poll = 0.0
@@ -109,7 +127,7 @@ class Processor:
             s.topic_partitions,
             s.topic_replication_factor,
         )
-        self._verdict_partitions = list(range(counts[s.verdicts_topic]))
+        self._verdict_partition = verdict_partitioner(counts[s.verdicts_topic])
         self._redis = connect(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self._store = LeaseStore(
             self._redis,
@@ -272,8 +290,8 @@ class Processor:
                 try:
                     async with self._batch_lock:
                         await self._process(batches)
-                    async with self._batch_lock:
-                        await self._commit_pending()
+                    # The commit goes out while the next batch is decided.
+                    self._start_commit()
                 except StopRequested:
                     break
         finally:
@@ -281,6 +299,7 @@ class Processor:
             fetch.cancel()
             stop_wait.cancel()
             self._consuming = False
+            await self._commit_pending()
 
     async def _fetch(self) -> list[PartitionBatch]:
         assert self._consumer is not None
@@ -389,7 +408,7 @@ class Processor:
                 )
                 continue
             key = ev.user_id.encode()
-            target = self._verdict_partition(ev.user_id, key)
+            target = self._verdict_partition(key)
             for value in build_verdicts(ev, result, topic, partition, offset, signer):
                 out.append((target, key, value))
 
@@ -471,30 +490,43 @@ class Processor:
             self.settings.dlq_topic, key=rec.key, value=rec.value, headers=headers
         )
 
-    def _verdict_partition(self, user_id: str, key: bytes) -> int:
-        """The partition the default partitioner gives this key, cached per user."""
-        partition = self._partition_of_user.get(user_id)
-        if partition is None:
-            if len(self._partition_of_user) > 1_000_000:
-                self._partition_of_user.clear()
-            partitions = self._verdict_partitions
-            partition = self._partitioner(key, partitions, partitions)
-            self._partition_of_user[user_id] = partition
-        return partition
-
-    async def _commit_pending(self) -> None:
+    def _start_commit(self) -> None:
+        """Commit what was published, after (never beside) the commit before it."""
         if not self._pending_commit or self._consumer is None:
             return
         offsets, self._pending_commit = self._pending_commit, {}
+        self._commit_task = asyncio.create_task(self._commit(offsets, self._commit_task))
+
+    async def _commit_pending(self) -> None:
+        """Commit everything published so far and wait for it."""
+        self._start_commit()
+        if self._commit_task is not None:
+            await self._commit_task
+
+    async def _commit(
+        self, offsets: dict[TopicPartition, OffsetAndMetadata], previous: asyncio.Task | None
+    ) -> None:
+        assert self._consumer is not None
+        if previous is not None:
+            await previous
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on: the new owner replays these offsets and gets the stored verdicts.
             log.warning("commit refused after a rebalance", extra={"error": repr(exc)})
             return
+        except KafkaError as exc:
+            # Kafka away for a moment: these offsets go out with the next commit.
+            log.warning("commit failed; retried with the next batch", extra={"error": repr(exc)})
+            self.metrics.retries.labels("commit").inc()
+            for tp, meta in offsets.items():
+                later = self._pending_commit.get(tp)
+                if later is None or later.offset < meta.offset:
+                    self._pending_commit[tp] = meta
+            return
         for tp, meta in offsets.items():
             if tp in self._committed:
-                self._committed[tp] = meta.offset
+                self._committed[tp] = max(self._committed[tp], meta.offset)
 
     def _observe(self, b: PartitionBatch) -> None:
         # Count per (type, code) first: a labelled metric costs microseconds per call.
