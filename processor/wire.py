@@ -129,14 +129,24 @@ def decode_event(value: bytes | None) -> DecodedEvent:
         raise DecodeError("missing_field", "type is required")
     if kind not in EVENT_TYPES or type(kind) is not str:
         raise DecodeError("unknown_type", "type must be one of start, heartbeat, stop")
-    user_id = _required_id(obj, "userId")
-    session_id = _required_id(obj, "sessionId")
-    event_id = obj.get("eventId")
-    if event_id is not None:
-        event_id = _checked_id(event_id, "eventId")
-    device_id = _optional_str(obj, "deviceId")
-    content_id = _optional_str(obj, "contentId")
-    ts = obj.get("ts")
+    # Each check passes valid values in one test; the helpers only run to name the error.
+    get = obj.get
+    user_id = get("userId")
+    if type(user_id) is not str or not 0 < len(user_id) <= MAX_ID_CHARS:
+        _required_id(obj, "userId")
+    session_id = get("sessionId")
+    if type(session_id) is not str or not 0 < len(session_id) <= MAX_ID_CHARS:
+        _required_id(obj, "sessionId")
+    event_id = get("eventId")
+    if event_id is not None and (type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_CHARS):
+        _checked_id(event_id, "eventId")
+    device_id = get("deviceId")
+    if device_id is not None and type(device_id) is not str:
+        _optional_str(obj, "deviceId")
+    content_id = get("contentId")
+    if content_id is not None and type(content_id) is not str:
+        _optional_str(obj, "contentId")
+    ts = get("ts")
     if ts is not None and type(ts) not in (int, float):
         raise DecodeError("wrong_type", "ts must be a number")
     return DecodedEvent(kind, user_id, session_id, event_id, device_id, content_id)
