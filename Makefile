@@ -37,8 +37,8 @@ demo: install system-deps ## run the demo: local Kafka + Redis, the processor an
 test: install system-deps ## run the whole test suite (unit, integration, chaos) against real Kafka and Redis
 	$(PY) -m pytest tests
 
-bench: install system-deps ## run the benchmark, writing bench/out/report.json
-	$(PY) -m bench.run
+bench: install system-deps ## run the benchmark, writing bench/out/report.json (BENCH_ARGS=--quick: one minute)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 lint: install ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
