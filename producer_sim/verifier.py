@@ -43,6 +43,7 @@ from aiokafka.structs import ConsumerRecord
 
 from processor.reference_model import Decision, ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
+from producer_sim.runner import topic_partitions
 
 MAX_EXAMPLES = 20
 _FIELDS = ("decision", "reason", "activeStreams", "maxStreams", "leaseExpiresAt", "decidedAt")
@@ -180,18 +181,6 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0) -> li
         return out
     finally:
         await consumer.stop()
-
-
-async def topic_partitions(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] != 0 or not described["partitions"]:
-        raise RuntimeError(f"topic {topic!r} does not exist (error code {described['error_code']})")
-    return len(described["partitions"])
 
 
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
