@@ -153,6 +153,9 @@ class Processor:
             # script calls overlap with the Python work of the others.
             max_partition_fetch_bytes=256 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
+            # A long-poll fetch holds back partitions whose records were just consumed until it
+            # returns: keep it short so those partitions are asked again soon (latency).
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,

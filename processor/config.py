@@ -52,6 +52,7 @@ class Settings(CommonSettings):
     # Processor tuning, beyond the contract.
     batch_max_records: int = Field(4000, ge=1)
     fetch_timeout_ms: int = Field(200, ge=1)
+    fetch_max_wait_ms: int = Field(10, ge=1)
     idle_user_ttl_seconds: int = Field(86_400, ge=60)
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
