@@ -9,7 +9,6 @@ import logging
 import os
 import pstats
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import psutil
 from redis.asyncio import Redis
 
 from compose.launcher import REPO_ROOT, free_port
+from producer_sim.processor_proc import spawn
 
 JWT_SECRET = "bench-secret-0123456789abcdef-not-for-production"
 
@@ -195,16 +195,7 @@ class SubProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "processor"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = spawn(self.env, self.log_file)
 
     @property
     def alive(self) -> bool:

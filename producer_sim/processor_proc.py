@@ -32,6 +32,24 @@ def health_ok(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def spawn(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """`python -m processor` from the repo root with `env`, its output appended to `log_path`.
+
+    In a session of its own, so a signal meant for the caller's terminal does not reach it.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "processor"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 class ProcessorProcess:
     def __init__(self, env: dict[str, str], http_port: int, log_path: Path) -> None:
         self.env = {**os.environ, **env, "HTTP_PORT": str(http_port)}
@@ -44,17 +62,7 @@ class ProcessorProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "processor"],
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = spawn(self.env, self.log_path)
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

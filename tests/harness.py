@@ -12,7 +12,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,9 +24,9 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 from processor.app import Processor
 from processor.config import Settings, load_settings
 from processor.topics import ensure_topics
+from producer_sim.processor_proc import spawn
 
 TEST_SECRET = "test-secret-0123456789abcdef-0123456789"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def event_time_base() -> int:
@@ -230,15 +229,7 @@ class Flow:
             **env_overrides,
         }
         log_path = log_dir / f"processor-{len(self._processes)}.log"
-        with log_path.open("wb") as log_file:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "processor"],
-                env=env,
-                cwd=REPO,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        proc = ProcessorProcess(popen, log_path)
+        proc = ProcessorProcess(spawn(env, log_path), log_path)
         self._processes.append(proc)
         return proc
 
