@@ -16,6 +16,8 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from processor.kafka_batches import send_in_batches
+
 BATCH_BYTES = 900 * 1024
 WINDOW = 3  # batches whose acks may be outstanding while the next one is fetched
 
@@ -71,15 +73,9 @@ async def run_ceiling(
             for tp, recs in data.items():
                 if not recs:
                     continue
-                batch = producer.create_batch()
-                for r in recs:
-                    if batch.append(key=r.key, value=r.value, timestamp=None) is None:
-                        batch.close()
-                        futures.append(await producer.send_batch(batch, out_topic, partition=tp.partition))
-                        batch = producer.create_batch()
-                        batch.append(key=r.key, value=r.value, timestamp=None)
-                batch.close()
-                futures.append(await producer.send_batch(batch, out_topic, partition=tp.partition))
+                futures += await send_in_batches(
+                    producer, out_topic, tp.partition, ((r.key, r.value, None) for r in recs)
+                )
                 offsets[tp] = OffsetAndMetadata(recs[-1].offset + 1, "")
                 position[tp] = recs[-1].offset + 1
                 records_total += len(recs)

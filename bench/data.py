@@ -21,6 +21,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.kafka_util import partition_of
+from processor.kafka_batches import send_in_batches
 
 DEVICES = ("tv-livingroom", "tv-bedroom", "phone", "tablet", "web", "console")
 HEARTBEAT_MS = 30_000
@@ -155,21 +156,12 @@ async def produce(
     await producer.start()
     t0 = time.perf_counter()
     try:
-
-        async def one_partition(p: int, recs: list) -> list:
-            futures = []
-            batch = producer.create_batch()
-            for ts, key, value in recs:
-                if batch.append(key=key, value=value, timestamp=ts) is None:
-                    batch.close()
-                    futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=ts)
-            batch.close()
-            futures.append(await producer.send_batch(batch, topic, partition=p))
-            return futures
-
-        lists = await asyncio.gather(*(one_partition(p, r) for p, r in by_partition.items()))
+        lists = await asyncio.gather(
+            *(
+                send_in_batches(producer, topic, p, ((key, value, ts) for ts, key, value in recs))
+                for p, recs in by_partition.items()
+            )
+        )
         await asyncio.gather(*(f for fl in lists for f in fl))  # every delivery result checked
     finally:
         await producer.stop()

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.data import DEVICES
 from bench.kafka_util import partition_of
+from processor.kafka_batches import send_in_batches
 
 TICK_S = 0.005
 
@@ -159,18 +160,10 @@ async def paced_produce(
                 p = cache.get(key)
                 if p is None:
                     p = cache[key] = partition_of(key, partitions)
-                by_p.setdefault(p, []).append((key, value))
+                by_p.setdefault(p, []).append((key, value, None))
                 sent[eid] = now
             for p, recs in by_p.items():
-                batch = producer.create_batch()
-                for key, value in recs:
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        batch.close()
-                        pending.append(await producer.send_batch(batch, topic, partition=p))
-                        batch = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
-                batch.close()
-                pending.append(await producer.send_batch(batch, topic, partition=p))
+                pending += await send_in_batches(producer, topic, p, recs)
             n += due
             if len(pending) > 2000:
                 done = [f for f in pending if f.done()]

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from processor import rules
 from processor.config import Settings
 from processor.http import HttpServer
+from processor.kafka_batches import send_in_batches
 from processor.lease_store import Claim, FencedError, LeaseStore, Rules, connect
 from processor.metrics import Metrics
 from processor.tokens import make_signer
@@ -417,10 +418,10 @@ class Processor:
 
     async def _publish(self, batches: list[PartitionBatch]) -> None:
         """Produce every verdict and dead letter of the batches; return when Kafka acknowledged all."""
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        by_partition: dict[int, list[tuple[bytes, bytes, None]]] = {}
         for b in batches:
             for target, key, value in b.verdicts:
-                by_partition.setdefault(target, []).append((key, value))
+                by_partition.setdefault(target, []).append((key, value, None))
         attempt = 0
         while True:
             try:
@@ -430,7 +431,9 @@ class Processor:
                     await self._send_dead_letter(rec, err) for b in batches for rec, err in b.dead_letters
                 ]
                 for target, records in by_partition.items():
-                    futures += await self._send_verdicts(target, records)
+                    futures += await send_in_batches(
+                        self._producer, self.settings.verdicts_topic, target, records
+                    )
                 await asyncio.gather(*futures)
                 return
             except KafkaError as exc:
@@ -447,26 +450,6 @@ class Processor:
                 if old is not None:
                     with contextlib.suppress(KafkaError):
                         await old.stop()
-
-    async def _send_verdicts(
-        self, partition: int, records: list[tuple[bytes, bytes]]
-    ) -> list[asyncio.Future]:
-        assert self._producer is not None
-        futures = []
-        batch = self._producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                batch.close()
-                futures.append(
-                    await self._producer.send_batch(batch, self.settings.verdicts_topic, partition=partition)
-                )
-                batch = self._producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        batch.close()
-        futures.append(
-            await self._producer.send_batch(batch, self.settings.verdicts_topic, partition=partition)
-        )
-        return futures
 
     async def _send_dead_letter(self, rec, err: DecodeError) -> asyncio.Future:
         assert self._producer is not None

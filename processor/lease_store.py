@@ -146,7 +146,7 @@ class LeaseStore:
         """
         tag = self._tag(partition)
         keys = [self.partition_key(partition)]
-        keys += [f"{tag}:u:{ev.user_id}" for _, _, ev in events]
+        keys += [f"{tag}:u:{ev.user_id}" for _, _, ev in events]  # user_key(), inlined (hot path)
         blob = orjson.dumps(
             [
                 (
