@@ -2,41 +2,36 @@
 
 One batch at a time (the next one is fetched and decoded meanwhile): `getmany` returns
 records of several partitions; each partition's valid events are decided by one script
-call (the calls run concurrently), the verdicts and dead letters are produced without
-awaiting each send, and only when Kafka has acknowledged all of them are the offsets
-committed. A crash anywhere replays the tail, and the stored results turn the replay into
-identical verdicts.
+call (the calls run concurrently), the verdicts and dead letters are published (publisher)
+and only when Kafka has acknowledged all of them are the offsets committed (committer).
+A crash anywhere replays the tail, and the stored results turn the replay into identical
+verdicts. Each partition's life (assigned, consuming, halted, revoked) is one
+PartitionState (partitions).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from processor import rules
+from processor.batches import PartitionBatch, build_batch_verdicts, split, verdict_partitioner
+from processor.committer import OffsetCommitter
 from processor.config import Settings
 from processor.http import HttpServer
-from processor.kafka_batches import send_in_batches
 from processor.lease_store import Claim, FencedError, LeaseStore, Rules, connect
 from processor.metrics import Metrics
+from processor.partitions import Partitions, PartitionState
+from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.tokens import make_signer
 from processor.topics import ensure_topics
-from processor.verdicts import build_verdicts
-from processor.wire import DecodedEvent, DecodeError, decode_event
 
 log = logging.getLogger("processor")
 
@@ -48,41 +43,10 @@ TRANSIENT_REDIS = (
     OSError,
 )
 MAX_BACKOFF_S = 5.0
-PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 class StopRequested(Exception):
     """The batch was abandoned because the processor is stopping; nothing was committed."""
-
-
-@dataclass
-class PartitionBatch:
-    tp: TopicPartition
-    first_offset: int
-    last_offset: int
-    events: list[tuple[int, int, DecodedEvent]] = field(default_factory=list)
-    dead_letters: list[tuple[object, DecodeError]] = field(default_factory=list)
-    results: list | None = None
-    verdicts: list[tuple[int, bytes, bytes]] = field(default_factory=list)
-
-
-def verdict_partitioner(partitions: int) -> Callable[[bytes], int]:
-    """key -> the partition the default partitioner gives it, with a bounded cache per user.
-
-    The pure-Python murmur2 costs more than encoding a verdict; most users come back often.
-    """
-    all_partitions = list(range(partitions))
-    partitioner = DefaultPartitioner()
-
-    @functools.lru_cache(maxsize=65_536)
-    def partition_of(key: bytes) -> int:
-        return partitioner(key, all_partitions, all_partitions)
-
-    return partition_of
-
-
-def _no_partitions(key: bytes) -> int:
-    raise RuntimeError("the processor is not started")
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -96,6 +60,10 @@ class _Rebalance(ConsumerRebalanceListener):
         await self._processor.on_assigned(assigned)
 
 
+def _no_partitions(key: bytes) -> int:
+    raise RuntimeError("the processor is not started")
+
+
 class Processor:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -104,16 +72,12 @@ class Processor:
         self._redis: Redis | None = None
         self._store: LeaseStore | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._producer: AIOKafkaProducer | None = None
+        self._publisher: VerdictPublisher | None = None
+        self._committer: OffsetCommitter | None = None
         self._http: HttpServer | None = None
         self._verdict_partition = _no_partitions
-        self._epochs: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}  # next offset to read, as committed in Kafka
-        self._halted: set[TopicPartition] = set()  # Redis lost their state
-        self._rewound: dict[TopicPartition, int] = {}  # position reset here; skip older prefetched batches
+        self.partitions = Partitions()
         self._batch_lock = asyncio.Lock()
-        self._pending_commit: dict[TopicPartition, OffsetAndMetadata] = {}
-        self._commit_task: asyncio.Task | None = None  # the latest commit; commits run one after another
         self._stopping = asyncio.Event()
         self._consuming = False
         self._last_poll = 0.0
@@ -144,7 +108,10 @@ class Processor:
         await self._retry_redis(
             "partition count check", lambda: self._store.check_partition_count(counts[s.events_topic])
         )
-        self._producer = await self._new_producer()
+        self._publisher = VerdictPublisher(
+            s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
+        )
+        await self._publisher.start()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=s.kafka_bootstrap_servers,
             group_id=s.consumer_group,
@@ -161,6 +128,7 @@ class Processor:
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
+        self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
         self._http = HttpServer(s.http_port, self.metrics.registry, self.health)
@@ -177,17 +145,6 @@ class Processor:
             },
         )
 
-    async def _new_producer(self) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            enable_idempotence=True,
-            acks="all",
-            max_batch_size=PRODUCER_BATCH_BYTES,
-            linger_ms=0,
-        )
-        await producer.start()
-        return producer
-
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit, leave the group and return."""
         self._stopping.set()
@@ -203,21 +160,26 @@ class Processor:
         self._consuming = False
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group, partitions move at once
-        if self._producer is not None:
-            await self._producer.stop()
+        if self._publisher is not None:
+            await self._publisher.stop()
         if self._http is not None:
             await self._http.stop()
         if self._redis is not None:
             await self._redis.aclose()
         log.info("processor stopped")
 
+    @property
+    def halted_partitions(self) -> list[int]:
+        return [s.tp.partition for s in self.partitions.halted()]
+
     def health(self) -> tuple[bool, dict]:
         assigned = self._consumer.assignment() if self._consumer is not None else set()
         stalled = time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
         body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
-        if self._halted:
-            body["stateLostPartitions"] = sorted(tp.partition for tp in self._halted)
-        ok = self._consuming and bool(assigned) and not self._halted and not stalled
+        halted = self.halted_partitions
+        if halted:
+            body["stateLostPartitions"] = halted
+        ok = self._consuming and bool(assigned) and not halted and not stalled
         if not ok:
             body["status"] = "DOWN"
         return ok, body
@@ -228,11 +190,8 @@ class Processor:
         async with self._batch_lock:
             await self._commit_pending()
         for tp in revoked:
-            self._epochs.pop(tp, None)
-            self._rewound.pop(tp, None)
-            self._committed.pop(tp, None)
-            if tp in self._halted:
-                self._halted.discard(tp)
+            state = self.partitions.revoke(tp)
+            if state is not None and state.halt_reason is not None:
                 self.metrics.state_lost.labels(str(tp.partition)).set(0)
         self.metrics.assigned.set(0)
 
@@ -241,20 +200,18 @@ class Processor:
         # The fetcher may already fetch the new partitions: hold them until they are claimed
         # (getmany returns nothing of a paused partition; its position stays put).
         self._consumer.pause(*assigned)
-        for tp in assigned:
-            self._rewound.pop(tp, None)  # an assignment resets positions to the committed offsets
         for tp in sorted(assigned):
-            await self._take_partition(tp)
-        self._consumer.resume(*(tp for tp in assigned if tp not in self._halted))
+            await self._take_partition(self.partitions.assign(tp))
+        self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
 
-    async def _take_partition(self, tp: TopicPartition) -> None:
+    async def _take_partition(self, state: PartitionState) -> None:
         assert self._consumer is not None and self._store is not None
+        tp = state.tp
         claim: Claim = await self._retry_redis("claim", lambda: self._store.claim(tp.partition))
         committed = await self._consumer.committed(tp)
-        self._epochs[tp] = claim.epoch
-        self._committed[tp] = -1 if committed is None else committed
+        state.claimed(claim.epoch, -1 if committed is None else committed)
         if not committed or (claim.applied is not None and claim.applied >= committed - 1):
             return  # nothing decided yet, or Redis knows at least what Kafka committed
         # Kafka says offsets up to committed-1 were decided, Redis does not know them: the
@@ -266,7 +223,7 @@ class Processor:
             )
             await self._store.accept_state_loss(tp.partition, claim.epoch, committed - 1)
             return
-        self._halted.add(tp)
+        state.halt("state_lost")
         self._consumer.pause(tp)
         self.metrics.state_lost.labels(str(tp.partition)).set(1)
         log.error(
@@ -311,7 +268,12 @@ class Processor:
         records = await self._consumer.getmany(
             timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
         )
-        return [self._split(tp, recs) for tp, recs in records.items() if recs]
+        batches = []
+        for tp, recs in records.items():
+            if recs:
+                self.metrics.batch_size.observe(len(recs))
+                batches.append(split(tp, recs))
+        return batches
 
     async def _process(self, batches: list[PartitionBatch]) -> None:
         started = time.perf_counter()
@@ -323,20 +285,20 @@ class Processor:
         decided = await asyncio.gather(*(self._decide_and_build(b) for b in work))
         batches = [b for b, ok in zip(work, decided, strict=True) if ok]
         await self._publish(batches)
+        assert self._committer is not None
         for b in batches:
-            self._pending_commit[b.tp] = OffsetAndMetadata(b.last_offset + 1, "")
+            self._committer.published(b.tp, b.last_offset)
             self._observe(b)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _ready(self, b: PartitionBatch) -> bool:
         """Whether this batch may be decided now; a batch that may not is read again later."""
-        tp = b.tp
-        expected = self._rewound.get(tp)
-        if expected is not None:
-            if b.first_offset != expected:
+        state = self.partitions.get(b.tp)
+        if state is not None and state.rewound_to is not None:
+            if b.first_offset != state.rewound_to:
                 return False  # fetched before the rewind below: stale
-            del self._rewound[tp]
-        if tp in self._halted or tp not in self._epochs:
+            state.rewound_to = None
+        if state is None or not state.consuming:
             self._rewind(b)  # state lost, or fetched before the claim finished
             return False
         return True
@@ -344,33 +306,23 @@ class Processor:
     def _rewind(self, b: PartitionBatch) -> None:
         """Put the partition's position back to the batch's start, if it is still ours."""
         assert self._consumer is not None
-        if b.tp in self._consumer.assignment():
+        state = self.partitions.get(b.tp)
+        if state is not None and b.tp in self._consumer.assignment():
             self._consumer.seek(b.tp, b.first_offset)
-            self._rewound[b.tp] = b.first_offset
+            state.rewound_to = b.first_offset
 
     async def _decide_and_build(self, batch: PartitionBatch) -> bool:
         if not await self._decide(batch):
             return False
-        self._build_verdicts(batch)
+        build_batch_verdicts(batch, self.settings.events_topic, self._signer, self._verdict_partition)
         return True
-
-    def _split(self, tp: TopicPartition, recs: list) -> PartitionBatch:
-        batch = PartitionBatch(tp, recs[0].offset, recs[-1].offset)
-        self.metrics.batch_size.observe(len(recs))
-        events = batch.events
-        for rec in recs:
-            try:
-                events.append((rec.offset, rec.timestamp, decode_event(rec.value)))
-            except DecodeError as err:
-                batch.dead_letters.append((rec, err))
-        return batch
 
     async def _decide(self, batch: PartitionBatch) -> bool:
         """Run the batch's script call; False when the partition was taken by another owner."""
-        assert self._store is not None and self._consumer is not None
+        assert self._store is not None
         tp = batch.tp
         while True:
-            epoch = self._epochs.get(tp)
+            epoch = self.partitions.epoch(tp)
             if epoch is None:
                 self._rewind(batch)  # revoked meanwhile: read again if it comes back
                 return False
@@ -378,18 +330,19 @@ class Processor:
                 batch.results = await self._retry_redis(
                     "decide",
                     lambda epoch=epoch: self._store.decide(
-                        tp.partition, epoch, self._committed.get(tp, -1), batch.last_offset, batch.events
+                        tp.partition, epoch, self.partitions.committed(tp), batch.last_offset, batch.events
                     ),
                 )
                 return True
             except FencedError as err:
                 self.metrics.fenced.inc()
-                if err.current_epoch is None:
+                state = self.partitions.get(tp)
+                if err.current_epoch is None and state is not None:
                     # Redis lost the partition's hash (restart without data): take it again,
                     # which also runs the state-loss check.
                     log.error("partition state vanished from Redis", extra={"partition": tp.partition})
-                    await self._take_partition(tp)
-                    if tp in self._halted:
+                    await self._take_partition(state)
+                    if not state.consuming:
                         self._rewind(batch)
                         return False
                     continue
@@ -400,129 +353,31 @@ class Processor:
                 self._rewind(batch)
                 return False
 
-    def _build_verdicts(self, b: PartitionBatch) -> None:
-        """The batch's verdict records, (verdict partition, key, value), in event order."""
-        topic, partition, signer = self.settings.events_topic, b.tp.partition, self._signer
-        out = b.verdicts
-        for (offset, _ts, ev), result in zip(b.events, b.results or (), strict=True):
-            if result[0] == 0:
-                log.warning(
-                    "redelivered offset whose result is no longer stored: no verdict re-sent",
-                    extra={"partition": partition, "offset": offset, "userId": ev.user_id},
-                )
-                continue
-            key = ev.user_id.encode()
-            target = self._verdict_partition(key)
-            for value in build_verdicts(ev, result, topic, partition, offset, signer):
-                out.append((target, key, value))
-
     async def _publish(self, batches: list[PartitionBatch]) -> None:
         """Produce every verdict and dead letter of the batches; return when Kafka acknowledged all."""
-        by_partition: dict[int, list[tuple[bytes, bytes, None]]] = {}
+        assert self._publisher is not None
+        by_partition: VerdictRecords = {}
         for b in batches:
             for target, key, value in b.verdicts:
                 by_partition.setdefault(target, []).append((key, value, None))
-        attempt = 0
-        while True:
-            try:
-                if self._producer is None:
-                    self._producer = await self._new_producer()
-                futures = [
-                    await self._send_dead_letter(rec, err) for b in batches for rec, err in b.dead_letters
-                ]
-                for target, records in by_partition.items():
-                    futures += await send_in_batches(
-                        self._producer, self.settings.verdicts_topic, target, records
-                    )
-                await asyncio.gather(*futures)
-                return
-            except KafkaError as exc:
-                attempt += 1
-                self.metrics.retries.labels("produce").inc()
-                log.warning(
-                    "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
-                    extra={"error": repr(exc), "attempt": attempt},
-                )
-                await self._backoff(attempt)
-                # A failed idempotent batch leaves the producer's sequence numbers out of
-                # step (OutOfOrderSequenceNumber forever): start over with a new producer id.
-                old, self._producer = self._producer, None
-                if old is not None:
-                    with contextlib.suppress(KafkaError):
-                        await old.stop()
-
-    async def _send_dead_letter(self, rec, err: DecodeError) -> asyncio.Future:
-        assert self._producer is not None
-        headers = [
-            ("error", err.code.encode()),
-            ("error.detail", err.detail[:500].encode()),
-            ("source.topic", rec.topic.encode()),
-            ("source.partition", str(rec.partition).encode()),
-            ("source.offset", str(rec.offset).encode()),
-            ("source.timestamp", str(rec.timestamp).encode()),
-        ]
-        headers.extend(rec.headers or ())
-        self.metrics.dlq.labels(err.code).inc()
-        log.warning(
-            "record dead-lettered",
-            extra={
-                "error": err.code,
-                "detail": err.detail[:200],
-                "partition": rec.partition,
-                "offset": rec.offset,
-            },
-        )
-        return await self._producer.send(
-            self.settings.dlq_topic, key=rec.key, value=rec.value, headers=headers
-        )
+        await self._publisher.publish(by_partition, [dl for b in batches for dl in b.dead_letters])
 
     def _start_commit(self) -> None:
-        """Commit what was published, after (never beside) the commit before it."""
-        if not self._pending_commit or self._consumer is None:
-            return
-        offsets, self._pending_commit = self._pending_commit, {}
-        self._commit_task = asyncio.create_task(self._commit(offsets, self._commit_task))
+        if self._committer is not None:
+            self._committer.start()
 
     async def _commit_pending(self) -> None:
-        """Commit everything published so far and wait for it."""
-        self._start_commit()
-        if self._commit_task is not None:
-            await self._commit_task
-
-    async def _commit(
-        self, offsets: dict[TopicPartition, OffsetAndMetadata], previous: asyncio.Task | None
-    ) -> None:
-        assert self._consumer is not None
-        if previous is not None:
-            await previous
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on: the new owner replays these offsets and gets the stored verdicts.
-            log.warning("commit refused after a rebalance", extra={"error": repr(exc)})
-            return
-        except KafkaError as exc:
-            # Kafka away for a moment: these offsets go out with the next commit.
-            log.warning("commit failed; retried with the next batch", extra={"error": repr(exc)})
-            self.metrics.retries.labels("commit").inc()
-            for tp, meta in offsets.items():
-                later = self._pending_commit.get(tp)
-                if later is None or later.offset < meta.offset:
-                    self._pending_commit[tp] = meta
-            return
-        for tp, meta in offsets.items():
-            if tp in self._committed:
-                self._committed[tp] = max(self._committed[tp], meta.offset)
+        if self._committer is not None:
+            await self._committer.flush()
 
     def _observe(self, b: PartitionBatch) -> None:
         # Count per (type, code) first: a labelled metric costs microseconds per call.
-        counts = Counter(
-            (ev.type, result[0]) for (_o, _t, ev), result in zip(b.events, b.results or (), strict=True)
-        )
+        counts = Counter((ev.type, r.code) for (_o, _t, ev), r in zip(b.events, b.results or (), strict=True))
         for (kind, code), n in counts.items():
-            if code:
-                self.metrics.events.labels(kind, *rules.OUTCOMES[code]).inc(n)
-        evicted = sum(len(result[5]) for result in b.results or () if len(result) > 5)
+            outcome = rules.OUTCOMES.get(code)
+            if outcome is not None:
+                self.metrics.events.labels(kind, *outcome).inc(n)
+        evicted = sum(len(r.evicted) for r in b.results or ())
         if evicted:
             self.metrics.revokes.inc(evicted)
         assert self._consumer is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
+from typing import NamedTuple
 
 import hiredis
 import msgpack
@@ -76,9 +77,20 @@ class Rules:
     idle_user_ttl_ms: int
 
 
-# One result per event, as the script returns it:
-# [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now, [evicted]?] or [0].
-Result = list
+class Result(NamedTuple):
+    """One event's result, parsed once from the script's reply.
+
+    The script returns [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now,
+    [evicted]?], or [code] alone for code 0 (an offset whose stored result is gone) and
+    for results that are not verdicts (a conflicting eventId).
+    """
+
+    code: int
+    active: int = 0
+    max_streams: int = 0
+    expires_at: int = 0
+    now: int = 0
+    evicted: tuple[str, ...] | list[str] = ()
 
 
 class LeaseStore:
@@ -173,7 +185,7 @@ class LeaseStore:
         reply = await self._decide(keys=keys, args=args)
         if reply.startswith(b"FENCED"):
             raise FencedError(partition, epoch, reply)
-        return orjson.loads(reply)
+        return [Result(*r) for r in orjson.loads(reply)]
 
     # -- reading, for operators and checkers --------------------------------------------
     async def user_state(self, partition: int, user_id: str) -> dict | None:
@@ -183,10 +195,27 @@ class LeaseStore:
     async def active_leases(self, partition: int, user_id: str, now: int | None = None) -> dict[str, dict]:
         """sessionId -> {expiresAt, deviceId, contentId} of leases active at `now` (default: user clock)."""
         state = await self.user_state(partition, user_id)
-        if state is None:
-            return {}
-        at = state["c"] if now is None else now
-        leases = state["l"] or {}
+        return self._leases_at(state, self._user_clock(state) if now is None else now)
+
+    async def leases_now(
+        self, partition: int, user_id: str, wall_clock_ms: int
+    ) -> tuple[int, dict[str, dict]]:
+        """(time, leases active then) at the later of the user's event clock and `wall_clock_ms`.
+
+        The user clock stops at the user's last event, so alone it keeps showing leases that
+        lapsed since; the wall clock alone would show leases a user clock ahead of it expired.
+        """
+        state = await self.user_state(partition, user_id)
+        at = max(self._user_clock(state), wall_clock_ms)
+        return at, self._leases_at(state, at)
+
+    @staticmethod
+    def _user_clock(state: dict | None) -> int:
+        return 0 if state is None else state["c"]
+
+    @staticmethod
+    def _leases_at(state: dict | None, at: int) -> dict[str, dict]:
+        leases = (state or {}).get("l") or {}  # cmsgpack packs an empty table as a list
         return {
             sid: {"expiresAt": lease["e"], "deviceId": lease.get("d"), "contentId": lease.get("t")}
             for sid, lease in leases.items()

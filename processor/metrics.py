@@ -43,6 +43,12 @@ class Metrics:
         self.fenced = Counter(
             "concurrency_fenced_total", "Batches refused because another owner took the partition", registry=r
         )
+        self.publish_errors = Counter(
+            "concurrency_publish_errors_total",
+            "Failed attempts to publish a batch, by kind: retriable, non_retriable, record_too_large",
+            ["kind"],
+            registry=r,
+        )
         self.retries = Counter(
             "concurrency_retries_total", "Retries after transient failures", ["what"], registry=r
         )

@@ -11,6 +11,7 @@ import hashlib
 import orjson
 
 from processor import rules
+from processor.lease_store import Result
 from processor.tokens import TokenSigner
 from processor.wire import DecodedEvent
 
@@ -43,7 +44,7 @@ def _digest(seed: str) -> str:
 
 def build_verdicts(
     ev: DecodedEvent,
-    result: list,
+    result: Result,
     topic: str,
     partition: int,
     offset: int,
@@ -52,7 +53,8 @@ def build_verdicts(
     """The verdict values for one decided event: its own, then one `revoke` per evicted lease."""
     event_id, seed = event_identity(ev.event_id, ev.user_id, topic, partition, offset)
     verdict_id = _digest(seed)
-    code, active, max_streams, expires_at, now = result[:5]
+    code, active, max_streams, expires_at, now, *rest = result  # a Result, or a plain list in tests
+    evicted_sessions = rest[0] if rest else ()
     decision, reason = _OUTCOMES[code]
     token = None
     if code in _HOLDS_LEASE:  # allow on start or heartbeat
@@ -77,8 +79,8 @@ def build_verdicts(
             }
         )
     ]
-    if len(result) > 5:
-        for evicted in result[5]:
+    if evicted_sessions:
+        for evicted in evicted_sessions:
             values.append(
                 orjson.dumps(
                     {

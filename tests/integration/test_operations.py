@@ -96,7 +96,7 @@ async def test_lost_redis_state_halts_the_partition_until_an_operator_accepts_it
 
         halted = flow.launch_processor()
         processor = halted.processor
-        await wait_until(lambda: processor._halted and processor._consuming, what="halt")
+        await wait_until(lambda: processor.halted_partitions and processor._consuming, what="halt")
         status, body = await get(processor.http_port, "/health")
         assert status == 503 and '"stateLostPartitions": [0]' in body
         _, metrics = await get(processor.http_port, "/metrics")

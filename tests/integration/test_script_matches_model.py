@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from processor.lease_store import LeaseStore, Rules
+from processor.lease_store import LeaseStore, Result, Rules
 from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent
 
@@ -22,7 +22,7 @@ event = st.tuples(
 )
 
 
-def expected(decision) -> list:
+def expected(decision) -> Result:
     out = [
         decision.code,
         decision.active_streams,
@@ -32,7 +32,7 @@ def expected(decision) -> list:
     ]
     if decision.evicted:
         out.append(list(decision.evicted))
-    return out
+    return Result(*out)
 
 
 async def run_both(redis_url: str, policy: str, batches: list[list[tuple]]) -> None:

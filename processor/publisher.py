@@ -1,0 +1,189 @@
+"""Publishing a batch's verdicts and dead letters, and waiting until Kafka acknowledged all.
+
+No single record can stall the processor: a dead-letter copy that would exceed the
+producer's request limit is written truncated (header `truncated` = original value size),
+and a size rejection by the broker shrinks the copies further on the next attempt.
+Transient errors (the broker away) are retried with backoff, as the verdicts must not be
+lost; other errors are classified, logged, counted and shown on /health while they last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from processor.kafka_batches import send_in_batches
+from processor.metrics import Metrics
+from processor.wire import DecodeError
+
+log = logging.getLogger("processor")
+
+PRODUCER_BATCH_BYTES = 512 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024  # aiokafka's max_request_size default; the broker's limit is close
+# The processor's own DLQ header names: an original header of the same name (or one that
+# already starts with `original.`) is kept as `original.<name>`, so ours cannot be spoofed.
+DLQ_HEADERS = frozenset(
+    {
+        "error",
+        "error.detail",
+        "source.topic",
+        "source.partition",
+        "source.offset",
+        "source.timestamp",
+        "truncated",
+        "truncated.headers",
+    }
+)
+SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+
+VerdictRecords = dict[int, list[tuple[bytes, bytes, None]]]  # verdict partition -> records
+
+
+def _record_size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+
+
+def dead_letter_copy(
+    rec, err: DecodeError, max_bytes: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """(key, value, headers) of the DLQ copy of `rec`: the original, unless it cannot fit."""
+    headers = [
+        ("error", err.code.encode()),
+        ("error.detail", err.detail[:500].encode()),
+        ("source.topic", rec.topic.encode()),
+        ("source.partition", str(rec.partition).encode()),
+        ("source.offset", str(rec.offset).encode()),
+        ("source.timestamp", str(rec.timestamp).encode()),
+    ]
+    original = [
+        (f"original.{name}" if name in DLQ_HEADERS or name.startswith("original.") else name, value)
+        for name, value in rec.headers or ()
+    ]
+    key, value = rec.key, rec.value
+    if _record_size(key, value, headers + original) <= max_bytes:
+        return key, value, headers + original
+    # Too large to write whole: keep what fits, value first, then the original headers.
+    size = len(value or b"")
+    headers.append(("truncated", str(size).encode()))
+    if key is not None and len(key) > max_bytes // 4:
+        key = key[: max_bytes // 4]
+    kept = []
+    for header in original:
+        if _record_size(key, b"", headers + kept + [header]) > max_bytes // 2:
+            break
+        kept.append(header)
+    if len(kept) < len(original):
+        headers.append(("truncated.headers", str(len(original) - len(kept)).encode()))
+    room = max_bytes - _record_size(key, b"", headers + kept)
+    value = None if value is None else value[: max(0, room)]
+    return key, value, headers + kept
+
+
+def classify(exc: BaseException) -> str:
+    if isinstance(exc, SIZE_ERRORS):
+        return "record_too_large"
+    if isinstance(exc, KafkaError) and exc.retriable:
+        return "retriable"
+    return "non_retriable"
+
+
+class VerdictPublisher:
+    def __init__(
+        self,
+        bootstrap: str,
+        verdicts_topic: str,
+        dlq_topic: str,
+        metrics: Metrics,
+        backoff: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._verdicts_topic = verdicts_topic
+        self._dlq_topic = dlq_topic
+        self._metrics = metrics
+        self._backoff = backoff
+        self._producer: AIOKafkaProducer | None = None
+        self.failing: dict | None = None  # the error being retried now, for /health
+
+    async def start(self) -> None:
+        self._producer = await self._new_producer()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            max_request_size=MAX_REQUEST_BYTES,
+            linger_ms=0,
+        )
+        await producer.start()
+        return producer
+
+    async def publish(self, verdicts: VerdictRecords, dead_letters: list[tuple[object, DecodeError]]) -> None:
+        """Produce every verdict and dead letter; return when Kafka acknowledged all."""
+        attempt = 0
+        dlq_max = MAX_REQUEST_BYTES - 1024
+        while True:
+            try:
+                if self._producer is None:
+                    self._producer = await self._new_producer()
+                futures = [await self._send_dead_letter(rec, err, dlq_max) for rec, err in dead_letters]
+                for target, records in verdicts.items():
+                    futures += await send_in_batches(self._producer, self._verdicts_topic, target, records)
+                await asyncio.gather(*futures)
+                for _rec, err in dead_letters:
+                    self._metrics.dlq.labels(err.code).inc()
+                if self.failing is not None:
+                    log.info("publishing works again", extra={"after_attempts": attempt})
+                self.failing = None
+                return
+            except KafkaError as exc:
+                attempt += 1
+                kind = classify(exc)
+                self._metrics.publish_errors.labels(kind).inc()
+                self._metrics.retries.labels("produce").inc()
+                if kind == "record_too_large":
+                    dlq_max //= 2  # the broker's limit is lower than ours: smaller copies
+                else:
+                    self.failing = {"error": type(exc).__name__, "kind": kind, "since": self._since()}
+                log.log(
+                    logging.ERROR if kind == "non_retriable" else logging.WARNING,
+                    "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
+                    extra={"error": repr(exc), "kind": kind, "attempt": attempt},
+                )
+                await self._backoff(attempt)
+                # A failed idempotent batch leaves the producer's sequence numbers out of
+                # step (OutOfOrderSequenceNumber forever): start over with a new producer id.
+                old, self._producer = self._producer, None
+                if old is not None:
+                    with contextlib.suppress(KafkaError):
+                        await old.stop()
+
+    def _since(self) -> float:
+        return self.failing["since"] if self.failing is not None else time.time()
+
+    async def _send_dead_letter(self, rec, err: DecodeError, max_bytes: int) -> asyncio.Future:
+        assert self._producer is not None
+        key, value, headers = dead_letter_copy(rec, err, max_bytes)
+        log.warning(
+            "record dead-lettered",
+            extra={
+                "error": err.code,
+                "detail": err.detail[:200],
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "truncated": value is not rec.value,
+            },
+        )
+        return await self._producer.send(self._dlq_topic, key=key, value=value, headers=headers)
