@@ -7,15 +7,17 @@ import asyncio
 import logging
 import signal
 import sys
+import time
+from datetime import UTC, datetime
 
 import orjson
 from aiokafka.partitioner import murmur2
-from redis.asyncio import Redis
 
 from processor.app import Processor
 from processor.config import SettingsError, load_settings
-from processor.lease_store import LeaseStore, Rules
+from processor.lease_store import LeaseStore, Rules, connect
 from processor.logs import setup_logging
+from processor.redis_checks import UnsafeRedisError
 
 log = logging.getLogger("processor")
 
@@ -34,8 +36,8 @@ async def _run() -> int:
 
 
 async def _list_leases(user_id: str) -> int:
-    settings = load_settings(allow_insecure_dev_secret=True)
-    redis = Redis.from_url(settings.redis_url)
+    settings = load_settings(allow_insecure_dev_secret=True)  # listing signs nothing
+    redis = connect(settings.redis_url)
     try:
         store = LeaseStore(
             redis,
@@ -50,29 +52,62 @@ async def _list_leases(user_id: str) -> int:
         )
         partitions = int(await redis.get(store.partition_count_key()) or settings.topic_partitions)
         partition = (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
-        leases = await store.active_leases(partition, user_id)
-        print(  # noqa: T201 - the listing is the command's output
-            orjson.dumps(
-                {"userId": user_id, "partition": partition, "leases": leases}, option=orjson.OPT_INDENT_2
-            ).decode()
-        )
+        wall = time.time_ns() // 1_000_000
+        at, leases = await store.leases_now(partition, user_id, wall)
+        listing = {
+            "userId": user_id,
+            "partition": partition,
+            "evaluatedAt": at,
+            "evaluatedAtUtc": datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="milliseconds"),
+            "evaluatedBy": "user event clock" if at > wall else "wall clock",
+            "leases": leases,
+        }
+        print(orjson.dumps(listing, option=orjson.OPT_INDENT_2).decode())  # noqa: T201 - the output
         return 0
     finally:
         await redis.aclose()
 
 
+SETTINGS_HINT = (
+    "Settings come from environment variables (or .env), as for the processor: "
+    "see the README's settings table."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="concurrency-processor", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="consume events and publish verdicts (the default)")
-    leases = sub.add_parser("leases", help="list a user's active leases (at the user's event clock)")
-    leases.add_argument("user_id")
+    parser = argparse.ArgumentParser(
+        prog="concurrency-processor",
+        description="Decide video-stream leases from Kafka player events (Redis state), or inspect them.",
+        epilog="Without a command, runs the processor. " + SETTINGS_HINT,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{run,leases}")
+    sub.add_parser(
+        "run",
+        help="consume events and publish verdicts (the default)",
+        description=(
+            "Consume player events, decide leases in Redis and publish verdicts, until SIGTERM/SIGINT "
+            "(which finishes the batch, commits and leaves the group). Serves /health, /live and "
+            "/metrics on HTTP_PORT."
+        ),
+        epilog=SETTINGS_HINT + " At least KAFKA_BOOTSTRAP_SERVERS, REDIS_URL and JWT_SECRET.",
+    )
+    leases = sub.add_parser(
+        "leases",
+        help="list a user's leases active now",
+        description=(
+            "Print, as JSON, the user's leases that are active now: at the later of the user's event "
+            "clock (the latest record timestamp decided for them) and this machine's wall clock. "
+            "'evaluatedAt' says which time that was. Reads Redis only."
+        ),
+        epilog=SETTINGS_HINT + " Uses REDIS_URL, EVENTS_TOPIC and TOPIC_PARTITIONS.",
+    )
+    leases.add_argument("user_id", metavar="USER_ID", help="the userId (the events' record key)")
     args = parser.parse_args(argv)
     try:
         if args.command == "leases":
             return asyncio.run(_list_leases(args.user_id))
         return asyncio.run(_run())
-    except SettingsError as exc:
+    except (SettingsError, UnsafeRedisError) as exc:
         print(f"concurrency-processor: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 

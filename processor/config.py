@@ -59,6 +59,8 @@ class Settings(CommonSettings):
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     # Accept an empty Redis for partitions that have committed offsets (after state loss).
     accept_state_loss: bool = False
+    # Run on a Redis whose maxmemory-policy may evict keys (an evicted user key frees its slots).
+    allow_evicting_redis: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -79,6 +81,27 @@ class Settings(CommonSettings):
             raise ValueError(f"JWT_PRIVATE_KEY_FILE {self.jwt_private_key_file} is not a readable file")
         return self
 
+    @model_validator(mode="after")
+    def _check_idle_user_ttl(self) -> Settings:
+        # A user's key is rewritten with this TTL (Redis wall clock) at each of their events; its
+        # leases live LEASE_TTL in event time. The key of a quiet user who heartbeats in time
+        # survives as long as the processor's lag grows by less than (factor - 1) lease TTLs
+        # between two of their events. 4 leaves 3 TTLs (4.5 min by default) for restarts,
+        # rebalances and lag spikes; below it a short backlog would silently free slots.
+        least = IDLE_TTL_LEASE_FACTOR * self.lease_ttl_seconds
+        if self.idle_user_ttl_seconds < least:
+            raise ValueError(
+                f"IDLE_USER_TTL_SECONDS={self.idle_user_ttl_seconds} is shorter than "
+                f"{IDLE_TTL_LEASE_FACTOR} x LEASE_TTL_SECONDS ({IDLE_TTL_LEASE_FACTOR} x "
+                f"{self.lease_ttl_seconds} = {least}): a quiet user's Redis key could expire while "
+                f"their leases are still active, silently freeing their slots. Set "
+                f"IDLE_USER_TTL_SECONDS to at least {least} (default 86400), or lower LEASE_TTL_SECONDS"
+            )
+        return self
+
+
+# The idle user key must outlive this many lease TTLs (see Settings._check_idle_user_ttl).
+IDLE_TTL_LEASE_FACTOR = 4
 
 DEV_SECRET = "insecure-development-secret-do-not-use"
 

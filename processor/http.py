@@ -1,4 +1,8 @@
-"""GET /health and GET /metrics on the processor's event loop."""
+"""GET /health, GET /live and GET /metrics on the processor's event loop.
+
+/health is readiness (200 only while consuming with partitions); /live is liveness: 200 while
+the loop runs, partitions or not, so a probe does not restart an idle standby instance.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 class HttpServer:
     def __init__(
-        self, port: int, registry: CollectorRegistry, health: Callable[[], tuple[bool, dict]]
+        self,
+        port: int,
+        registry: CollectorRegistry,
+        health: Callable[[], tuple[bool, dict]],
+        live: Callable[[], tuple[bool, dict]] | None = None,
     ) -> None:
         self._port = port
         self._registry = registry
         self._health = health
+        self._live = live  # without it /live is not served (404), rather than a blind 200
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/health", self._get_health)
+        if self._live is not None:
+            app.router.add_get("/live", self._get_live)
         app.router.add_get("/metrics", self._get_metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -34,6 +45,10 @@ class HttpServer:
 
     async def _get_health(self, _request: web.Request) -> web.Response:
         ok, body = self._health()
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _get_live(self, _request: web.Request) -> web.Response:
+        ok, body = self._live()  # type: ignore[misc]
         return web.json_response(body, status=200 if ok else 503)
 
     async def _get_metrics(self, _request: web.Request) -> web.Response:

@@ -227,3 +227,46 @@ def test_keyword_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("JWT_SECRET", SECRET)
     monkeypatch.setenv("MAX_STREAMS", "5")
     assert load_settings(max_streams=2).max_streams == 2
+
+
+def test_idle_user_ttl_shorter_than_four_lease_ttls_is_refused_naming_both_settings_and_the_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("LEASE_TTL_SECONDS", "90")
+    monkeypatch.setenv("IDLE_USER_TTL_SECONDS", "359")
+    message = refusal()
+    assert "IDLE_USER_TTL_SECONDS=359" in message
+    assert "LEASE_TTL_SECONDS" in message.replace("IDLE_USER_TTL_SECONDS", "")
+    assert "at least 360" in message
+
+
+def test_idle_user_ttl_of_exactly_four_lease_ttls_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("LEASE_TTL_SECONDS", "90")
+    monkeypatch.setenv("IDLE_USER_TTL_SECONDS", "360")
+    assert load_settings().idle_user_ttl_seconds == 360
+
+
+def test_a_long_lease_ttl_with_the_default_idle_user_ttl_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("LEASE_TTL_SECONDS", "30000")  # 4 x 30000 = 120000 > the default 86400
+    message = refusal()
+    assert "IDLE_USER_TTL_SECONDS=86400" in message
+    assert "at least 120000" in message
+
+
+def test_the_default_idle_user_ttl_fits_the_default_lease_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    s = load_settings()
+    assert s.idle_user_ttl_seconds == 86_400
+    assert s.idle_user_ttl_seconds >= 4 * s.lease_ttl_seconds
+
+
+def test_allow_evicting_redis_is_off_by_default_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    assert load_settings().allow_evicting_redis is False
+    monkeypatch.setenv("ALLOW_EVICTING_REDIS", "true")
+    assert load_settings().allow_evicting_redis is True
