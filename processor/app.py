@@ -23,13 +23,15 @@ from redis.asyncio import Redis
 
 from processor import rules
 from processor.batches import PartitionBatch, build_batch_verdicts, split, verdict_partitioner
+from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
 from processor.http import HttpServer
-from processor.lease_store import Claim, FencedError, LeaseStore, Rules, connect
+from processor.lease_store import FencedError, LeaseStore, Rules, connect
 from processor.metrics import Metrics
-from processor.partitions import Partitions, PartitionState
+from processor.partitions import Partitions
 from processor.publisher import VerdictPublisher, VerdictRecords
+from processor.redis_checks import check_redis_safe
 from processor.tokens import make_signer
 from processor.topics import ensure_topics
 
@@ -74,6 +76,7 @@ class Processor:
         self._consumer: AIOKafkaConsumer | None = None
         self._publisher: VerdictPublisher | None = None
         self._committer: OffsetCommitter | None = None
+        self._claimer: PartitionClaimer | None = None
         self._http: HttpServer | None = None
         self._verdict_partition = _no_partitions
         self.partitions = Partitions()
@@ -105,6 +108,7 @@ class Processor:
                 s.idle_user_ttl_seconds * 1000,
             ),
         )
+        await self._retry_redis("maxmemory-policy check", lambda: check_redis_safe(self._redis, s))
         await self._retry_redis(
             "partition count check", lambda: self._store.check_partition_count(counts[s.events_topic])
         )
@@ -129,9 +133,10 @@ class Processor:
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
+        self._claimer = PartitionClaimer(self._consumer, self._store, s, self.metrics, self._retry_redis)
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
-        self._http = HttpServer(s.http_port, self.metrics.registry, self.health)
+        self._http = HttpServer(s.http_port, self.metrics.registry, self.health, self.live)
         await self._http.start()
         self.http_port = self._http.port
         log.info(
@@ -150,8 +155,8 @@ class Processor:
         self._stopping.set()
 
     async def run(self) -> None:
-        await self.start()
         try:
+            await self.start()  # a start that fails half-way still closes what it opened
             await self.consume_until_stopped()
         finally:
             await self.close()
@@ -172,17 +177,29 @@ class Processor:
     def halted_partitions(self) -> list[int]:
         return [s.tp.partition for s in self.partitions.halted()]
 
+    def _stalled(self) -> bool:
+        return time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
+
     def health(self) -> tuple[bool, dict]:
+        """Readiness: UP only while consuming partitions, none halted, publishing working."""
         assigned = self._consumer.assignment() if self._consumer is not None else set()
-        stalled = time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
         body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
-        halted = self.halted_partitions
+        halted = self.partitions.halted()
         if halted:
-            body["stateLostPartitions"] = halted
-        ok = self._consuming and bool(assigned) and not halted and not stalled
+            body["stateLostPartitions"] = [s.tp.partition for s in halted]
+            body["haltReasons"] = {str(s.tp.partition): s.halt_reason for s in halted}
+        failing = self._publisher.failing if self._publisher is not None else None
+        if failing is not None:
+            body["publishError"] = failing
+        ok = self._consuming and bool(assigned) and not halted and not self._stalled() and failing is None
         if not ok:
             body["status"] = "DOWN"
         return ok, body
+
+    def live(self) -> tuple[bool, dict]:
+        """Liveness: the loop runs (it polls), with or without partitions."""
+        ok = self._consuming and not self._stalled()
+        return ok, {"status": "UP" if ok else "DOWN"}
 
     # -- rebalancing --------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -196,41 +213,15 @@ class Processor:
         self.metrics.assigned.set(0)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        assert self._consumer is not None
+        assert self._consumer is not None and self._claimer is not None
         # The fetcher may already fetch the new partitions: hold them until they are claimed
         # (getmany returns nothing of a paused partition; its position stays put).
         self._consumer.pause(*assigned)
         for tp in sorted(assigned):
-            await self._take_partition(self.partitions.assign(tp))
+            await self._claimer.take(self.partitions.assign(tp))
         self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
-
-    async def _take_partition(self, state: PartitionState) -> None:
-        assert self._consumer is not None and self._store is not None
-        tp = state.tp
-        claim: Claim = await self._retry_redis("claim", lambda: self._store.claim(tp.partition))
-        committed = await self._consumer.committed(tp)
-        state.claimed(claim.epoch, -1 if committed is None else committed)
-        if not committed or (claim.applied is not None and claim.applied >= committed - 1):
-            return  # nothing decided yet, or Redis knows at least what Kafka committed
-        # Kafka says offsets up to committed-1 were decided, Redis does not know them: the
-        # leases of that history are gone, and deciding on would grant streams twice.
-        if self.settings.accept_state_loss:
-            log.warning(
-                "accepting lost Redis state (ACCEPT_STATE_LOSS=true): deciding from an empty state",
-                extra={"partition": tp.partition, "committed": committed, "applied": claim.applied},
-            )
-            await self._store.accept_state_loss(tp.partition, claim.epoch, committed - 1)
-            return
-        state.halt("state_lost")
-        self._consumer.pause(tp)
-        self.metrics.state_lost.labels(str(tp.partition)).set(1)
-        log.error(
-            "Redis lost the lease state of this partition: it is not decided until an operator restarts "
-            "the processor with ACCEPT_STATE_LOSS=true (see README, 'Redis state loss')",
-            extra={"partition": tp.partition, "committed": committed, "applied": claim.applied},
-        )
 
     # -- the loop -----------------------------------------------------------------------
     async def consume_until_stopped(self) -> None:
@@ -319,7 +310,7 @@ class Processor:
 
     async def _decide(self, batch: PartitionBatch) -> bool:
         """Run the batch's script call; False when the partition was taken by another owner."""
-        assert self._store is not None
+        assert self._store is not None and self._claimer is not None
         tp = batch.tp
         while True:
             epoch = self.partitions.epoch(tp)
@@ -341,7 +332,7 @@ class Processor:
                     # Redis lost the partition's hash (restart without data): take it again,
                     # which also runs the state-loss check.
                     log.error("partition state vanished from Redis", extra={"partition": tp.partition})
-                    await self._take_partition(state)
+                    await self._claimer.take(state)
                     if not state.consuming:
                         self._rewind(batch)
                         return False

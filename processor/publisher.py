@@ -3,8 +3,10 @@
 No single record can stall the processor: a dead-letter copy that would exceed the
 producer's request limit is written truncated (header `truncated` = original value size),
 and a size rejection by the broker shrinks the copies further on the next attempt.
-Transient errors (the broker away) are retried with backoff, as the verdicts must not be
-lost; other errors are classified, logged, counted and shown on /health while they last.
+Every failed attempt is classified (retriable, non_retriable, record_too_large), logged,
+counted and shown on /health until a publish succeeds; the batch is retried with backoff,
+as its verdicts must not be lost (a verdict that cannot be written is an operator's
+problem, e.g. a topic's max.message.bytes or ACLs, and /health says so).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -42,6 +43,7 @@ DLQ_HEADERS = frozenset(
     }
 )
 SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
+MIN_DLQ_BYTES = 1024
 
 VerdictRecords = dict[int, list[tuple[bytes, bytes, None]]]  # verdict partition -> records
 
@@ -138,10 +140,17 @@ class VerdictPublisher:
             try:
                 if self._producer is None:
                     self._producer = await self._new_producer()
-                futures = [await self._send_dead_letter(rec, err, dlq_max) for rec, err in dead_letters]
+                letters = [await self._send_dead_letter(rec, err, dlq_max) for rec, err in dead_letters]
+                futures = []
                 for target, records in verdicts.items():
                     futures += await send_in_batches(self._producer, self._verdicts_topic, target, records)
-                await asyncio.gather(*futures)
+                acks = await asyncio.gather(*letters, *futures, return_exceptions=True)
+                failed = [a for a in acks if isinstance(a, BaseException)]
+                if failed:
+                    if any(isinstance(a, SIZE_ERRORS) for a in acks[: len(letters)]):
+                        # The DLQ topic takes less than the producer's limit: smaller copies next time.
+                        dlq_max = max(MIN_DLQ_BYTES, dlq_max // 2)
+                    raise failed[0]
                 for _rec, err in dead_letters:
                     self._metrics.dlq.labels(err.code).inc()
                 if self.failing is not None:
@@ -153,12 +162,9 @@ class VerdictPublisher:
                 kind = classify(exc)
                 self._metrics.publish_errors.labels(kind).inc()
                 self._metrics.retries.labels("produce").inc()
-                if kind == "record_too_large":
-                    dlq_max //= 2  # the broker's limit is lower than ours: smaller copies
-                else:
-                    self.failing = {"error": type(exc).__name__, "kind": kind, "since": self._since()}
+                self.failing = {"error": type(exc).__name__, "kind": kind, "attempts": attempt}
                 log.log(
-                    logging.ERROR if kind == "non_retriable" else logging.WARNING,
+                    logging.WARNING if kind == "retriable" else logging.ERROR,
                     "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
                     extra={"error": repr(exc), "kind": kind, "attempt": attempt},
                 )
@@ -169,9 +175,6 @@ class VerdictPublisher:
                 if old is not None:
                     with contextlib.suppress(KafkaError):
                         await old.stop()
-
-    def _since(self) -> float:
-        return self.failing["since"] if self.failing is not None else time.time()
 
     async def _send_dead_letter(self, rec, err: DecodeError, max_bytes: int) -> asyncio.Future:
         assert self._producer is not None
