@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from processor import rules
 from processor.lease_store import Result
 from processor.tokens import TokenSigner
 from processor.verdicts import build_verdicts
@@ -32,6 +33,8 @@ class PartitionBatch:
     dead_letters: list[tuple[object, DecodeError]] = field(default_factory=list)
     results: list[Result] | None = None
     verdicts: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    owner: object = None  # the PartitionState it was fetched under, and its generation then
+    generation: int = 0
 
 
 def split(tp: TopicPartition, recs: list) -> PartitionBatch:
@@ -40,7 +43,7 @@ def split(tp: TopicPartition, recs: list) -> PartitionBatch:
     events, records = batch.events, batch.records
     for rec in recs:
         try:
-            events.append((rec.offset, rec.timestamp, decode_event(rec.value)))
+            events.append((rec.offset, rec.timestamp, decode_event(rec.value, rec.key)))
             records.append(rec)
         except DecodeError as err:
             batch.dead_letters.append((rec, err))
@@ -65,11 +68,26 @@ def verdict_partitioner(partitions: int) -> Callable[[bytes], int]:
 def build_batch_verdicts(
     b: PartitionBatch, topic: str, signer: TokenSigner, partition_of: Callable[[bytes], int]
 ) -> None:
-    """Fill `b.verdicts` with (verdict partition, key, value) in event order."""
+    """Fill `b.verdicts` with (verdict partition, key, value) in event order.
+
+    An event whose eventId conflicts with another event's becomes a dead letter instead.
+    """
     partition = b.tp.partition
     out = b.verdicts
-    for (offset, _ts, ev), result in zip(b.events, b.results or (), strict=True):
+    for (offset, _ts, ev), result, rec in zip(b.events, b.results or (), b.records, strict=True):
         code = result.code
+        if code == rules.EVENT_ID_CONFLICT:
+            b.dead_letters.append(
+                (
+                    rec,
+                    DecodeError(
+                        "event_id_conflict",
+                        f"eventId {ev.event_id!r} already names another event of this user "
+                        "(another type, sessionId or targetSessionId): use a new eventId per event",
+                    ),
+                )
+            )
+            continue
         if code == 0:
             log.warning(
                 "redelivered offset whose result is no longer stored: no verdict re-sent",

@@ -15,6 +15,9 @@ from processor import rules
 
 @dataclass(frozen=True)
 class Decision:
+    """What the contract calls for. With code rules.EVENT_ID_CONFLICT it is no verdict: the
+    event goes to the DLQ with error `event_id_conflict` (`dead_letter`), other fields neutral."""
+
     code: int
     active_streams: int
     max_streams: int
@@ -23,12 +26,25 @@ class Decision:
     evicted: tuple[str, ...] = ()
 
     @property
+    def dead_letter(self) -> str | None:
+        """The DLQ error the event must get instead of a verdict, None when it gets a verdict."""
+        return rules.EVENT_ID_CONFLICT_ERROR if self.code == rules.EVENT_ID_CONFLICT else None
+
+    @property
     def decision(self) -> str:
-        return rules.OUTCOMES[self.code][0]
+        return _LABELS[self.code][0]
 
     @property
     def reason(self) -> str:
-        return rules.OUTCOMES[self.code][1]
+        return _LABELS[self.code][1]
+
+
+_LABELS = {**rules.OUTCOMES, rules.EVENT_ID_CONFLICT: ("dead_letter", rules.EVENT_ID_CONFLICT_ERROR)}
+CONFLICT = Decision(rules.EVENT_ID_CONFLICT, 0, 0, None, 0)
+
+# What an eventId names: the event's type, sessionId and targetSessionId ('' until the
+# model knows terminate events). The same eventId with another identity is a conflict.
+Identity = tuple[str, str, str]
 
 
 @dataclass
@@ -44,8 +60,8 @@ class UserState:
     clock: int = 0
     seq: int = 0
     leases: dict[str, Lease] = field(default_factory=dict)
-    # eventId -> first decision, the most recent `event_id_memory` ids
-    seen: OrderedDict[str, Decision] = field(default_factory=OrderedDict)
+    # eventId -> (the event it names, its first decision), oldest first, the most recent only
+    seen: OrderedDict[str, tuple[Identity, Decision]] = field(default_factory=OrderedDict)
 
 
 class ReferenceModel:
@@ -74,9 +90,20 @@ class ReferenceModel:
         device_id: str | None = None,
         content_id: str | None = None,
     ) -> Decision:
+        """Decide one event. An eventId the user remembers names one event: the same
+        (type, sessionId) again is a duplicate and gets the first decision; another one is a
+        conflict (CONFLICT, for the DLQ). Neither changes anything.
+
+        The user remembers its `event_id_memory` most recent eventIds; a lowered setting
+        forgets the oldest ones from the user's next event on (a processor restarted with it).
+        """
         user = self.users.setdefault(user_id, UserState())
+        while len(user.seen) > self.event_id_memory:
+            user.seen.popitem(last=False)
+        identity: Identity = (event_type, session_id, "")
         if event_id is not None and event_id in user.seen:
-            return user.seen[event_id]
+            first_identity, first = user.seen[event_id]
+            return first if first_identity == identity else CONFLICT
 
         now = max(timestamp_ms, user.clock)
         user.clock = now
@@ -125,7 +152,7 @@ class ReferenceModel:
             evicted=tuple(evicted),
         )
         if event_id is not None:
-            user.seen[event_id] = decision
+            user.seen[event_id] = (identity, decision)
             while len(user.seen) > self.event_id_memory:
                 user.seen.popitem(last=False)
         return decision

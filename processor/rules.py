@@ -15,6 +15,10 @@ RENEWED: Final = 4
 NO_LEASE: Final = 5
 STOPPED: Final = 6
 NOT_ACTIVE: Final = 7
+# Not a verdict: the event reuses a remembered eventId of its user for another event
+# (type, sessionId or targetSessionId). The processor dead-letters it (error below).
+EVENT_ID_CONFLICT: Final = 8
+EVENT_ID_CONFLICT_ERROR: Final = "event_id_conflict"
 
 OUTCOMES: Final[dict[int, tuple[str, str]]] = {
     STARTED: ("allow", "started"),

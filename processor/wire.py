@@ -2,8 +2,8 @@
 
 The pydantic models are the one written-down form of both shapes (the simulator and the
 docs use them). The processor's hot path uses `decode_event`, a hand-rolled validator
-that accepts exactly what `PlayerEvent` accepts (a property test holds them equal) at a
-fraction of the cost per record.
+that accepts exactly the values `PlayerEvent` accepts (a property test holds them equal) at
+a fraction of the cost per record, and then checks the record key against the userId.
 """
 
 from __future__ import annotations
@@ -15,21 +15,27 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
+MAX_TEXT_CHARS = 256  # deviceId, contentId: kept with the lease and shown in listings
 EVENT_TYPES = ("start", "heartbeat", "stop")
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+Text = Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS)]
 
 
 class PlayerEvent(BaseModel):
-    """Value of `playback.events`. Unknown fields are ignored."""
+    """Value of `playback.events`. Unknown fields are ignored.
+
+    The record key must be the userId (UTF-8); that rule is about the record, not the
+    value, so it lives in `decode_event` (`key_mismatch`), not in this model.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: Literal["start", "heartbeat", "stop"]
     userId: Id
     sessionId: Id
-    deviceId: StrictStr | None = None
-    contentId: StrictStr | None = None
+    deviceId: Text | None = None
+    contentId: Text | None = None
     eventId: Id | None = None
     ts: StrictInt | StrictFloat | None = None
 
@@ -105,15 +111,28 @@ def _checked_id(value: object, name: str) -> str:
     return value
 
 
-def _optional_str(obj: dict, name: str) -> str | None:
+def _optional_text(obj: dict, name: str) -> str | None:
     value = obj.get(name)
     if value is not None and type(value) is not str:
         raise DecodeError("wrong_type", f"{name} must be a string")
+    if value is not None and len(value) > MAX_TEXT_CHARS:
+        raise DecodeError("id_too_long", f"{name} is longer than {MAX_TEXT_CHARS} characters")
     return value
 
 
-def decode_event(value: bytes | None) -> DecodedEvent:
-    """Validate one record value; raise DecodeError naming why it cannot be decided."""
+def _key_mismatch(key: bytes | None, user_id: str) -> DecodeError:
+    got = "no key" if key is None else f"key {key[:80]!r}{'...' if len(key) > 80 else ''}"
+    return DecodeError(
+        "key_mismatch", f"the record key must be the userId {user_id[:80]!r} in UTF-8; the record has {got}"
+    )
+
+
+def decode_event(value: bytes | None, key: bytes | None) -> DecodedEvent:
+    """Validate one record (its value, then its key); raise DecodeError naming why it cannot be decided.
+
+    The key must be the userId in UTF-8: the limit is kept per key's partition, so a user
+    whose events were keyed otherwise would get a limit per partition.
+    """
     if value is None:
         raise DecodeError("not_json", "the record has no value")
     if len(value) > MAX_VALUE_BYTES:
@@ -141,12 +160,15 @@ def decode_event(value: bytes | None) -> DecodedEvent:
     if event_id is not None and (type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_CHARS):
         _checked_id(event_id, "eventId")
     device_id = get("deviceId")
-    if device_id is not None and type(device_id) is not str:
-        _optional_str(obj, "deviceId")
+    if device_id is not None and (type(device_id) is not str or len(device_id) > MAX_TEXT_CHARS):
+        _optional_text(obj, "deviceId")
     content_id = get("contentId")
-    if content_id is not None and type(content_id) is not str:
-        _optional_str(obj, "contentId")
+    if content_id is not None and (type(content_id) is not str or len(content_id) > MAX_TEXT_CHARS):
+        _optional_text(obj, "contentId")
     ts = get("ts")
     if ts is not None and type(ts) not in (int, float):
         raise DecodeError("wrong_type", "ts must be a number")
+    # Last, so that a bad value keeps its own error.
+    if key is None or key != user_id.encode():
+        raise _key_mismatch(key, user_id)
     return DecodedEvent(kind, user_id, session_id, event_id, device_id, content_id)

@@ -6,6 +6,8 @@ timestamp; the reference model decides what the verdict must say. `on_verdict()`
 each verdict record as consumed. A verdict is matched to its event by eventId; a revoke
 verdict to the eviction its event caused. Verdicts are deduplicated on verdictId: an
 identical redelivery is counted, a different content under a known verdictId is a mismatch.
+A malformed record (`expect_malformed`: a bad value, or a valid one under a key that is not
+its userId) must get no verdict: the processor dead-letters it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Checker:
         self._mac = hmac.new(jwt_secret.encode(), digestmod=hashlib.sha256) if jwt_secret else None
         self.expected: dict[str, Expected] = {}
         self.malformed_event_ids: set[str] = set()
+        self.dead_lettered: Counter[str] = Counter()  # valid events the model dead-letters, by error
         self._user_seq: Counter[str] = Counter()
         self._last_seq_seen: dict[str, int] = {}
         self._verdicts: dict[str, _Seen] = {}
@@ -94,6 +97,11 @@ class Checker:
         decision = self.model.apply(
             ev.user_id, ev.session_id, ev.type, record_ts, ev.event_id, ev.device_id, ev.content_id
         )
+        if decision.dead_letter is not None:
+            # Another event under a remembered eventId: dead-lettered (event_id_conflict), no
+            # verdict of its own; the verdict under that eventId stays the first event's.
+            self.dead_lettered[decision.dead_letter] += 1
+            return decision
         known = self.expected.get(ev.event_id)
         if known is not None:
             known.sends += 1

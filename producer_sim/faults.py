@@ -3,7 +3,8 @@
 - duplicates: the same event (same bytes, same eventId) is sent again a little later,
   as an edge retrying a send would;
 - late events: the record timestamp lags the simulated clock (out of order in event time);
-- malformed records: not JSON, missing fields, wrong types, over-long ids, oversized values.
+- malformed records: not JSON, missing fields, wrong types, over-long ids, oversized values,
+  and valid events keyed by something other than their userId (or by no key).
 
 Each fault is drawn per event at its configured fraction, from its own seeded generator.
 """
@@ -17,7 +18,7 @@ from typing import Final
 
 import orjson
 
-from processor.wire import MAX_ID_CHARS, MAX_VALUE_BYTES
+from processor.wire import MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_VALUE_BYTES
 from producer_sim.population import SimEvent
 
 MALFORMED_KINDS: Final = (
@@ -30,6 +31,9 @@ MALFORMED_KINDS: Final = (
     "empty_id",
     "too_large",
     "null_value",
+    "long_device_id",
+    "key_mismatch",
+    "null_key",
 )
 
 
@@ -51,7 +55,7 @@ class FaultConfig:
 @dataclass(frozen=True, slots=True)
 class Malformed:
     kind: str
-    key: bytes
+    key: bytes | None
     value: bytes | None
     event_id: str | None  # set when the record carries one, so a verdict for it can be recognised
 
@@ -80,7 +84,8 @@ def encode_event(ev: SimEvent) -> bytes:
 
 
 def malformed_record(kind: str, ev: SimEvent) -> Malformed:
-    """A record of the given kind, keyed like `ev`'s user, that the processor must dead-letter."""
+    """A record of the given kind that the processor must dead-letter: keyed by `ev`'s user,
+    except the kinds that break the key (the value is then a valid event)."""
     key = ev.user_id.encode()
     event_id = "m" + ev.event_id
     good = {
@@ -96,6 +101,10 @@ def malformed_record(kind: str, ev: SimEvent) -> Malformed:
         return Malformed(kind, key, orjson.dumps([good]), None)
     if kind == "null_value":
         return Malformed(kind, key, None, None)
+    if kind == "key_mismatch":  # a valid event under a key that is not its userId
+        return Malformed(kind, b"not:" + key, orjson.dumps(good), event_id)
+    if kind == "null_key":
+        return Malformed(kind, None, orjson.dumps(good), event_id)
     bad = dict(good)
     if kind == "missing_field":
         del bad["sessionId"]
@@ -107,6 +116,8 @@ def malformed_record(kind: str, ev: SimEvent) -> Malformed:
         bad["sessionId"] = "s" * (MAX_ID_CHARS + 1)
     elif kind == "empty_id":
         bad["userId"] = ""
+    elif kind == "long_device_id":
+        bad["deviceId"] = "d" * (MAX_TEXT_CHARS + 1)
     elif kind == "too_large":
         bad["padding"] = "x" * MAX_VALUE_BYTES
     else:

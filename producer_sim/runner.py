@@ -291,7 +291,7 @@ class Simulation:
         return time.monotonic() < self._deadline
 
     async def _send(
-        self, producer: AIOKafkaProducer, key: bytes, value: bytes | None, ts: int, eid: str | None
+        self, producer: AIOKafkaProducer, key: bytes | None, value: bytes | None, ts: int, eid: str | None
     ) -> None:
         fut = await producer.send(self.settings.events_topic, value=value, key=key, timestamp_ms=ts)
         self._inflight.add(fut)

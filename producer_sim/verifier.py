@@ -14,7 +14,11 @@ dead letters and the final lease state in Redis against the model:
   (decision, reason, activeStreams, maxStreams, leaseExpiresAt, decidedAt, and the ids);
 - no user ever holds more than the limit: neither in the model's trace nor in any
   verdict's activeStreams;
-- the dead-letter topic holds exactly the bad records (by source partition and offset);
+- the dead-letter topic holds exactly the bad records (by source partition and offset),
+  each with the error decode_event names (a valid value whose key is not its userId is
+  `key_mismatch`; a valid one reusing a remembered eventId of its user for another event,
+  `event_id_conflict`), its key, value and original headers (those named like the processor's
+  own as `original.<name>`; a copy marked `truncated` holds a prefix of the value);
 - the leases in Redis at the end (LeaseStore.active_leases at each user's clock) equal
   the model's (ReferenceModel.active_leases).
 
@@ -41,6 +45,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from processor.publisher import DLQ_HEADERS
 from processor.reference_model import Decision, ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
 from producer_sim.runner import topic_partitions
@@ -81,6 +86,8 @@ class VerifyReport:
     dlq_unique: int = 0  # distinct source (partition, offset) among them
     dlq_missing: int = 0  # bad records without a dead letter
     dlq_unexpected: int = 0  # dead letters of records that are valid or unknown, or altered
+    dlq_wrong_error: int = 0  # dead letters whose `error` header is not the record's error
+    bad_by_error: Counter[str] = field(default_factory=Counter)  # bad records by decode_event's code
     users: int = 0
     users_checked_in_redis: int | None = None  # None: the Redis state was not checked
     state_mismatches: int = 0  # users whose Redis leases differ from the model's
@@ -98,6 +105,7 @@ class VerifyReport:
             and self.state_mismatches == 0
             and self.dlq_missing == 0
             and self.dlq_unexpected == 0
+            and self.dlq_wrong_error == 0
             and self.dlq_unique == self.bad_records
         )
 
@@ -105,6 +113,7 @@ class VerifyReport:
         """The figures as plain data (no examples)."""
         out = {k: v for k, v in self.__dict__.items() if k not in ("mismatch_kinds", "examples")}
         out["mismatch_kinds"] = dict(self.mismatch_kinds)
+        out["bad_by_error"] = dict(self.bad_by_error)
         out["clean"] = self.clean
         return out
 
@@ -218,6 +227,8 @@ class Verifier:
         self.models: dict[int, ReferenceModel] = {}
         self.expected: dict[tuple[str, str], _Expected] = {}  # (userId, eventId shown) -> expected
         self.bad: dict[tuple[int, int], bytes | None] = {}  # (partition, offset) -> value
+        # (partition, offset) -> (error code, key, headers) of each bad record
+        self.bad_records: dict[tuple[int, int], tuple[str, bytes | None, list]] = {}
         # (userId, events partition) -> offset of the event whose verdict came last
         self._last_position: dict[tuple[str, int], int] = {}
         self.report = VerifyReport()
@@ -245,10 +256,12 @@ class Verifier:
                     reset_at = None
                 rep.events += 1
                 try:
-                    ev = decode_event(rec.value)
-                except DecodeError:
+                    ev = decode_event(rec.value, rec.key)
+                except DecodeError as err:
                     rep.bad_records += 1
+                    rep.bad_by_error[err.code] += 1
                     self.bad[(partition, rec.offset)] = rec.value
+                    self.bad_records[(partition, rec.offset)] = (err.code, rec.key, list(rec.headers or ()))
                     continue
                 rep.valid_events += 1
                 self._apply(partition, rec, ev)
@@ -261,6 +274,16 @@ class Verifier:
         decision = model.apply(
             ev.user_id, ev.session_id, ev.type, timestamp, ev.event_id, ev.device_id, ev.content_id
         )
+        if decision.dead_letter is not None:
+            # A remembered eventId of another event: not decided but dead-lettered
+            # (event_id_conflict), so it counts as a bad record, not a valid one.
+            rep.valid_events -= 1
+            rep.bad_records += 1
+            rep.bad_by_error[decision.dead_letter] += 1
+            source = (partition, rec.offset)
+            self.bad[source] = rec.value
+            self.bad_records[source] = (decision.dead_letter, rec.key, list(rec.headers or ()))
+            return
         if len(model.active_leases(ev.user_id)) > self.max_streams:
             rep.over_limit += 1
             rep._example({"kind": "model_over_limit", "userId": ev.user_id, "offset": rec.offset})
@@ -425,12 +448,40 @@ class Verifier:
                 rep.dlq_unexpected += 1
                 rep._example({"kind": "dlq_unexpected", "source": source, "topic": topic})
                 continue
-            if rec.value != self.bad[source]:
-                rep.dlq_unexpected += 1
-                rep._example({"kind": "dlq_value_altered", "source": source})
+            self._check_dead_letter(rec, source)
             seen.add(source)
         rep.dlq_unique = len(seen)
         rep.dlq_missing = len(set(self.bad) - seen)
+
+    def _check_dead_letter(self, rec: ConsumerRecord, source: tuple[int, int]) -> None:
+        """The copy of one bad record: its error, its key, value and headers as received."""
+        rep = self.report
+        code, key, original = self.bad_records[source]
+        ours = [(k, v) for k, v in rec.headers or () if k in DLQ_HEADERS]
+        names = [k for k, _ in ours]
+        if len(names) != len(set(names)) or dict(ours).get("error") != code.encode():
+            rep.dlq_wrong_error += 1
+            rep._example({"kind": "dlq_error", "source": source, "expected": code, "headers": ours})
+        truncated = dict(ours).get("truncated")
+        value = self.bad[source]
+        if truncated is None:
+            altered = rec.value != value or rec.key != key
+        else:  # too large to copy whole: a prefix of the value, the original size in the header
+            altered = truncated != str(len(value or b"")).encode() or not (value or b"").startswith(
+                rec.value or b""
+            )
+        # Original headers named like ours (or like a renamed one) are kept as original.<name>.
+        kept = [
+            (f"original.{k}" if k in DLQ_HEADERS or k.startswith("original.") else k, v) for k, v in original
+        ]
+        theirs = [(k, v) for k, v in rec.headers or () if k not in DLQ_HEADERS]
+        if "truncated.headers" in names:
+            altered = altered or theirs != kept[: len(theirs)]
+        else:
+            altered = altered or theirs != kept
+        if altered:
+            rep.dlq_unexpected += 1
+            rep._example({"kind": "dlq_copy_altered", "source": source, "truncated": truncated})
 
     async def check_redis(self, redis_url: str) -> None:
         """The leases in Redis at each user's clock against the model's."""

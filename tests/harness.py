@@ -29,6 +29,26 @@ from producer_sim.processor_proc import spawn
 TEST_SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
+class _UserIdKey:
+    """`send_raw`'s default key: the value's userId in UTF-8, as a correct producer keys it."""
+
+    def __repr__(self) -> str:
+        return "USER_ID_KEY"
+
+
+USER_ID_KEY = _UserIdKey()
+
+
+def user_id_key(value: bytes | None) -> bytes | None:
+    """The value's string userId in UTF-8; None (no key) when the value has none."""
+    try:
+        obj = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    user_id = obj.get("userId") if isinstance(obj, dict) else None
+    return user_id.encode() if isinstance(user_id, str) else None
+
+
 def event_time_base() -> int:
     """An event-time origin the broker accepts (not in the future) with room to move forward."""
     return int(time.time() * 1000) - 40 * 60 * 1000
@@ -183,8 +203,13 @@ class Flow:
             value["eventId"] = event_id
         return await self.send_raw(orjson.dumps(value), key=user.encode(), at=at)
 
-    async def send_raw(self, value: bytes | None, key: bytes | None = b"raw", at: int = 0) -> RecordMetadata:
+    async def send_raw(
+        self, value: bytes | None, key: bytes | _UserIdKey | None = USER_ID_KEY, at: int = 0
+    ) -> RecordMetadata:
+        """Send one record as is; keyed by its userId unless `key` is given (None: no key)."""
         assert self._producer is not None
+        if isinstance(key, _UserIdKey):
+            key = user_id_key(value)
         return await self._producer.send_and_wait(
             self.settings.events_topic, key=key, value=value, timestamp_ms=self.t0 + at
         )

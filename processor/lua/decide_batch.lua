@@ -9,19 +9,29 @@
 -- ARGV[5]     committed offset: results of offsets below it are no longer needed (-1: none)
 -- ARGV[6]     last offset of the batch, dead-lettered records included (becomes `applied`)
 -- ARGV[7]     idle user key TTL ms ARGV[8] eventIds remembered per user
--- ARGV[9]     the events, JSON: [[offset, type, sessionId, record timestamp ms,
---             eventId ('' = none), deviceId ('' = none), contentId ('' = none)], ...]
+-- ARGV[9]     the events, JSON, offsets ascending: [[offset, type, sessionId, record
+--             timestamp ms, eventId ('' = none), deviceId ('' = none), contentId ('' = none),
+--             targetSessionId (optional, '' = none)], ...]
 --
 -- Returns 'FENCED:<epoch>' when a newer owner took the partition (nothing is written),
 -- else a JSON array with one result per event:
 --   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now, [evicted sessionIds]?]
--- or [0] for an offset applied earlier whose result is no longer stored.
+-- or [0] for an offset applied earlier whose result is no longer stored (or not certain),
+-- or [8] (rules.EVENT_ID_CONFLICT, not a verdict: dead-letter it as `event_id_conflict`)
+-- for an event whose eventId the user remembers for another event, i.e. another
+-- (type, sessionId, targetSessionId). A conflict changes nothing but its offset's result.
 --
 -- A user's state is one MessagePack value (cmsgpack: about twice as fast as cjson here),
 -- kept small because it is read and written per event:
 --   {c = clock, q = lease sequence, l = {sessionId = {e = expiry, q = seq, d = device, t = content}},
---    r = {'<offset>|<result>', ...}         results Kafka may redeliver (offset >= committed)
---    i = {'<len>:<eventId><result>', ...}}  results of the most recent eventIds, oldest first
+--    r = {'<offset>|<result>', ...}  results Kafka may redeliver (offset >= committed), ascending
+--    i = {'<n>:<eventId><k><tag><result>', ...}  the most recent eventIds, oldest first ('<n>:'
+--        = length in bytes), each with the event it names: its type (tag, one letter, see TAG)
+--        and its session (f[k]), and its result. Entries written before events were named
+--        this way are '<n>:<eventId><result>'.
+--    f = {sessionId, ...}}  the sessions of those events, each once (a user's eventIds mostly
+--        name events of the same few sessions); '<n>:<targetSessionId><sessionId>' for an
+--        event with a targetSessionId
 
 local part = KEYS[1]
 local current = redis.call('HGET', part, 'epoch')
@@ -38,28 +48,101 @@ local idle_ttl = ARGV[7]
 local memory = tonumber(ARGV[8])
 local events = cjson.decode(ARGV[9])
 
-local find, sub, format = string.find, string.sub, string.format
-local states = {}   -- user key -> decoded state, shared by the batch's events of that user
+local find, sub, byte, format = string.find, string.sub, string.byte, string.format
+local CONFLICT = '[8]'
+local SCAN = 32      -- memories up to this long are scanned; longer ones get an index
+local SLACK = 8      -- sessions no entry names any more, kept until there are this many
+local states = {}    -- user key -> decoded state, shared by the batch's events of that user
 local dirty = {}
+local by_offset = {} -- user key -> {offset = result}, built at the user's first replayed event
+local id_index = {}  -- user key -> {eventId = position in i}, built for long memories only
+local f_index = {}   -- user key -> {session = k}, built for long lists only
+local digits = {}    -- k -> its decimal text (a number in a concatenation is formatted each time)
 
-local function stored_by_offset(r, offset)
-  local prefix = offset .. '|'
-  for j = #r, 1, -1 do
-    if find(r[j], prefix, 1, true) == 1 then return sub(r[j], #prefix + 1) end
+-- The event type in an eventId entry; upper case when the event has a targetSessionId.
+local TAG = {start = 's', heartbeat = 'h', stop = 'x', terminate = 't'}
+
+-- What an eventId names, as (tag, session): its type and its sessionId (and targetSessionId).
+-- Built from strings the event already has, so a new eventId costs no new string here.
+local function identity(ev)
+  local tag, target = TAG[ev[2]], ev[8]
+  if tag == nil then error('decide_batch.lua: no TAG for event type ' .. tostring(ev[2])) end
+  if target == nil or target == '' then return tag, ev[3] end
+  return string.upper(tag), #target .. ':' .. target .. ev[3]
+end
+
+-- The entry of an eventId among the user's `memory` most recent ones (entries before
+-- them are forgotten: a lowered memory takes effect at once), or nil.
+local function remembered(key, ids, id_prefix, event_id)
+  local n = #ids
+  local low = n - memory -- positions <= low are forgotten
+  if n <= SCAN or memory <= SCAN then
+    for j = n, (low > 0 and low or 0) + 1, -1 do
+      if find(ids[j], id_prefix, 1, true) == 1 then return ids[j] end
+    end
+    return nil
   end
+  local index = id_index[key]
+  if index == nil then
+    index = {}
+    for j = 1, n do
+      local entry = ids[j]
+      local colon = find(entry, ':', 1, true)
+      index[sub(entry, colon + 1, colon + tonumber(sub(entry, 1, colon - 1)))] = j -- later wins
+    end
+    id_index[key] = index
+  end
+  local j = index[event_id]
+  if j and j > low then return ids[j] end
   return nil
 end
 
-local function stored_by_event_id(ids, prefix)
-  for j = #ids, 1, -1 do
-    if find(ids[j], prefix, 1, true) == 1 then return sub(ids[j], #prefix + 1) end
+-- (tag, session, result) of an entry, `at` just after its eventId; tag and session are nil
+-- in an entry written before events were named.
+local function named(s, entry, at)
+  if byte(entry, at) == 91 then return nil, nil, sub(entry, at) end -- '['
+  local t = find(entry, '%a', at) -- the tag: the first letter after k's digits
+  return sub(entry, t, t), s.f[tonumber(sub(entry, at, t - 1))], sub(entry, t + 1)
+end
+
+-- The number of a session in the user's list f, added when new.
+local function session_number(key, s, session)
+  local sessions = s.f
+  if sessions == nil then
+    sessions = {}
+    s.f = sessions
   end
-  return nil
+  local n = #sessions
+  if n <= SCAN then
+    for k = n, 1, -1 do
+      if sessions[k] == session then return k end
+    end
+  else
+    local index = f_index[key]
+    if index == nil then
+      index = {}
+      for k = 1, n do index[sessions[k]] = k end
+      f_index[key] = index
+    end
+    local k = index[session]
+    if k then return k end
+    index[session] = n + 1
+  end
+  sessions[n + 1] = session
+  return n + 1
+end
+
+-- Drop the first `drop` elements of an array, in place.
+local function drop_first(list, drop)
+  local n = #list
+  for j = 1, n - drop do list[j] = list[j + drop] end
+  for j = n - drop + 1, n do list[j] = nil end
 end
 
 local out = {}
 for n, ev in ipairs(events) do
   local offset = ev[1]
+  local offset_text = format('%d', offset)
   local key = KEYS[1 + n]
   local s = states[key]
   if s == nil then
@@ -71,20 +154,50 @@ for n, ev in ipairs(events) do
     end
     states[key] = s
   end
+  local event_id = ev[5]
 
   if offset <= applied then
     -- A replay: answer with what was decided the first time, change nothing. Results
     -- below the committed offset are trimmed; a rewound group still finds recent eventIds.
-    local result = stored_by_offset(s.r, format('%d', offset))
-    if result == nil and ev[5] ~= '' then result = stored_by_event_id(s.i, #ev[5] .. ':' .. ev[5]) end
+    local stored = by_offset[key]
+    if stored == nil then
+      stored = {}
+      for _, entry in ipairs(s.r) do
+        local bar = find(entry, '|', 1, true)
+        stored[sub(entry, 1, bar - 1)] = sub(entry, bar + 1)
+      end
+      by_offset[key] = stored
+    end
+    local result = stored[offset_text]
+    if result == nil and event_id ~= '' then
+      local id_prefix = #event_id .. ':' .. event_id
+      local entry = remembered(key, s.i, id_prefix, event_id)
+      if entry then
+        -- Only the same event's result: a conflict, or an event decided before its eventId
+        -- was forgotten and reused, cannot be told apart any more.
+        local named_tag, named_session, first = named(s, entry, #id_prefix + 1)
+        if named_tag ~= nil then
+          local tag, session = identity(ev)
+          if named_tag == tag and named_session == session then result = first end
+        end
+      end
+    end
     out[n] = result or '[0]'
   else
-    local event_id = ev[5]
-    local id_prefix = nil
+    local id_prefix, tag, session = nil, nil, nil
     local result = nil
     if event_id ~= '' then
       id_prefix = #event_id .. ':' .. event_id
-      result = stored_by_event_id(s.i, id_prefix)
+      tag, session = identity(ev)
+      local entry = remembered(key, s.i, id_prefix, event_id)
+      if entry then
+        local named_tag, named_session, first = named(s, entry, #id_prefix + 1)
+        if named_tag == nil or (named_tag == tag and named_session == session) then
+          result = first -- an upstream duplicate (or an entry too old to tell: as before)
+        else
+          result = CONFLICT -- another event under this eventId: it keeps its entry
+        end
+      end
     end
     if result == nil then
       local now = ev[4]
@@ -149,27 +262,69 @@ for n, ev in ipairs(events) do
         result = format('[%d,%d,%d,%d,%d]', code, active, max_streams, expires, now)
       end
       if id_prefix then
+        local k = session_number(key, s, session)
+        local k_text = digits[k]
+        if k_text == nil then
+          k_text = format('%d', k)
+          digits[k] = k_text
+        end
+        -- Appended only: the memory is cut to size once, when the state is written.
         local ids = s.i
-        ids[#ids + 1] = id_prefix .. result
-        if #ids > memory then table.remove(ids, 1) end
+        local at = #ids + 1
+        ids[at] = id_prefix .. k_text .. tag .. result
+        local index = id_index[key]
+        if index then index[event_id] = at end
       end
     end
-    -- (an upstream duplicate at a new offset is answered with the first verdict again)
     local r = s.r
-    r[#r + 1] = format('%d', offset) .. '|' .. result
+    r[#r + 1] = offset_text .. '|' .. result
+    local stored = by_offset[key]
+    if stored then stored[offset_text] = result end
     out[n] = result
     dirty[key] = true
   end
 end
 
--- Keep only the results Kafka may still redeliver (offset >= committed).
+-- Keep the sessions the entries name, renumbered in order of first use.
+local function compact(s)
+  local sessions, kept, ids = s.f, {}, s.i
+  local renumber = {}
+  for j = 1, #ids do
+    local entry = ids[j]
+    local colon = find(entry, ':', 1, true)
+    local at = colon + 1 + tonumber(sub(entry, 1, colon - 1))
+    if byte(entry, at) ~= 91 then
+      local t = find(entry, '%a', at)
+      local k = tonumber(sub(entry, at, t - 1))
+      local new = renumber[k]
+      if new == nil then
+        new = #kept + 1
+        kept[new] = sessions[k]
+        renumber[k] = new
+      end
+      if new ~= k then ids[j] = sub(entry, 1, at - 1) .. new .. sub(entry, t) end
+    end
+  end
+  s.f = kept
+end
+
 for key in pairs(dirty) do
   local s = states[key]
-  local kept = {}
-  for _, entry in ipairs(s.r) do
-    if tonumber(sub(entry, 1, find(entry, '|', 1, true) - 1)) >= committed then kept[#kept + 1] = entry end
+  -- Keep only the results Kafka may still redeliver (offset >= committed); r ascends.
+  local r = s.r
+  local first = #r + 1
+  for j = 1, #r do
+    local entry = r[j]
+    if tonumber(sub(entry, 1, find(entry, '|', 1, true) - 1)) >= committed then
+      first = j
+      break
+    end
   end
-  s.r = kept
+  if first > 1 then drop_first(r, first - 1) end
+  -- Keep the `memory` most recent eventIds (also when the setting was lowered).
+  local ids = s.i
+  if #ids > memory then drop_first(ids, #ids - memory) end
+  if s.f and #s.f > #s.i + SLACK then compact(s) end
   redis.call('SET', key, cmsgpack.pack(s), 'PX', idle_ttl)
 end
 

@@ -231,7 +231,7 @@ def test_every_malformed_record_is_refused_by_the_processors_decoder(kind: str) 
 
     record = malformed_record(kind, event(1))
     with pytest.raises(DecodeError):
-        decode_event(record.value)
+        decode_event(record.value, record.key)
 
 
 def test_faults_are_drawn_at_their_fractions_and_duplicates_come_later() -> None:

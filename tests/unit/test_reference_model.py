@@ -185,6 +185,68 @@ def test_event_ids_are_remembered_per_user_up_to_the_memory() -> None:
     assert m.apply("u", "s", "start", T0 + 5, event_id="e1").reason == "already_active"
 
 
+# --- a reused eventId names one event: anything else is a conflict ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "session"),
+    [("start", "s2"), ("stop", "s1"), ("heartbeat", "s1"), ("stop", "s2")],
+    ids=["start-of-another-session", "stop-of-the-session", "heartbeat-of-the-session", "stop-of-another"],
+)
+def test_an_event_id_reused_for_another_event_is_a_conflict_with_no_effect(kind: str, session: str) -> None:
+    m = model()
+    first = m.apply("u", "s1", "start", T0, event_id="e1")
+    d = m.apply("u", session, kind, T0 + 50_000, event_id="e1")
+    assert d.code == rules.EVENT_ID_CONFLICT
+    assert (d.dead_letter, d.decision, d.reason) == ("event_id_conflict", "dead_letter", "event_id_conflict")
+    assert (d.active_streams, d.max_streams, d.lease_expires_at, d.decided_at, d.evicted) == (
+        0,
+        0,
+        None,
+        0,
+        (),
+    )
+    assert m.active_leases("u") == {"s1": T0 + TTL}  # no lease made, renewed or removed
+    assert m.users["u"].clock == T0  # a dead-lettered event does not move the user's clock
+    # The eventId still names the first event: its duplicate gets the first decision.
+    assert m.apply("u", "s1", "start", T0 + 60_000, event_id="e1") == first
+    assert first.dead_letter is None and rules.EVENT_ID_CONFLICT not in rules.OUTCOMES
+
+
+def test_a_conflict_does_not_take_a_place_in_the_event_id_memory() -> None:
+    m = model(memory=2)
+    first = m.apply("u", "s1", "start", T0, event_id="e1")
+    m.apply("u", "s2", "start", T0 + 1, event_id="e2")
+    for i in range(3):
+        assert m.apply("u", f"x{i}", "stop", T0 + 2 + i, event_id="e2").code == rules.EVENT_ID_CONFLICT
+    assert m.apply("u", "s1", "start", T0 + 9, event_id="e1") == first  # e1 not pushed out
+
+
+def test_a_forgotten_event_id_may_name_another_event() -> None:
+    m = model(memory=1)
+    m.apply("u", "s1", "start", T0, event_id="e1")
+    m.apply("u", "s2", "start", T0 + 1, event_id="e2")  # e1 forgotten
+    assert m.apply("u", "s1", "stop", T0 + 2, event_id="e1").reason == "stopped"
+
+
+def test_conflicts_are_per_user() -> None:
+    m = model()
+    m.apply("u", "s1", "start", T0, event_id="e1")
+    assert m.apply("v", "s2", "stop", T0, event_id="e1").reason == "not_active"
+
+
+def test_a_lowered_event_id_memory_forgets_the_oldest_ids_at_the_users_next_event() -> None:
+    m = model(memory=4)
+    m.apply("u", "s1", "start", T0, event_id="e1")
+    for i in range(2, 5):
+        m.apply("u", "s1", "heartbeat", T0 + i, event_id=f"e{i}")
+    m.event_id_memory = 2  # a processor restarted with EVENT_ID_MEMORY=2
+    # e1 and e2 are forgotten: a stop under e1 is a new event, not a conflict
+    assert m.apply("u", "s1", "stop", T0 + 10, event_id="e1").reason == "stopped"
+    assert list(m.users["u"].seen) == ["e4", "e1"]
+    assert m.apply("u", "s1", "heartbeat", T0 + 11, event_id="e4").reason == "renewed"  # remembered
+
+
 def test_evict_oldest_evicts_the_oldest_by_start_not_by_last_renewal() -> None:
     m = model("evict_oldest")
     fill(m, 3)
