@@ -263,7 +263,10 @@ class Processor:
         for tp, recs in records.items():
             if recs:
                 self.metrics.batch_size.observe(len(recs))
-                batches.append(split(tp, recs))
+                batch = split(tp, recs)
+                state = self.partitions.get(tp)  # tagged now: no rebalance runs between here and getmany
+                batch.owner, batch.generation = state, state.generation if state is not None else 0
+                batches.append(batch)
         return batches
 
     async def _process(self, batches: list[PartitionBatch]) -> None:
@@ -285,11 +288,16 @@ class Processor:
     def _ready(self, b: PartitionBatch) -> bool:
         """Whether this batch may be decided now; a batch that may not is read again later."""
         state = self.partitions.get(b.tp)
-        if state is not None and state.rewound_to is not None:
-            if b.first_offset != state.rewound_to:
-                return False  # fetched before the rewind below: stale
-            state.rewound_to = None
-        if state is None or not state.consuming:
+        if state is None:
+            return False  # not ours: the next owner reads it from the committed offset
+        if b.owner is None:
+            # Returned before this assignment's callback ran: the position may have moved past
+            # these records under the new assignment, so read them again.
+            self._rewind(b)
+            return False
+        if not state.fetched_now(b.owner, b.generation):
+            return False  # prefetched before a rewind or a revocation: the position was reset
+        if not state.consuming:
             self._rewind(b)  # state lost, or fetched before the claim finished
             return False
         return True
@@ -300,7 +308,7 @@ class Processor:
         state = self.partitions.get(b.tp)
         if state is not None and b.tp in self._consumer.assignment():
             self._consumer.seek(b.tp, b.first_offset)
-            state.rewound_to = b.first_offset
+            state.rewound()
 
     async def _decide_and_build(self, batch: PartitionBatch) -> bool:
         if not await self._decide(batch):

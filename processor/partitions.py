@@ -6,8 +6,11 @@
 
 A partition is `assigned` (paused, fetches held) until its fencing epoch is claimed in
 Redis; then it is `consuming`, or `halted` when Redis lost its state. Revocation ends it.
-While consuming, a batch that cannot be decided yet rewinds the position, and batches
-prefetched before that rewind are skipped (`rewound_to`).
+A batch is decided only under the state, and the generation of it, it was fetched under:
+a batch the loop prefetched before a rewind, or before the partition was revoked and
+assigned again, is stale (its offsets may lie beyond the reset position: deciding it would
+leave a gap that the replay path then answers with nothing). aiokafka itself drops the
+records it buffered when a position is reset.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class PartitionState:
     phase: Phase = Phase.ASSIGNED
     epoch: int | None = None  # fencing epoch taken in Redis when claimed
     committed: int = -1  # next offset to read, as committed in Kafka (-1: none)
-    rewound_to: int | None = None  # position reset here; older prefetched batches are stale
+    generation: int = 0  # +1 at each rewind; batches fetched under an older one are stale
     halt_reason: str | None = None
 
     def claimed(self, epoch: int, committed: int) -> None:
@@ -48,6 +51,13 @@ class PartitionState:
     @property
     def consuming(self) -> bool:
         return self.phase is Phase.CONSUMING
+
+    def rewound(self) -> None:
+        self.generation += 1
+
+    def fetched_now(self, owner: PartitionState | None, generation: int) -> bool:
+        """Whether a batch fetched under (owner, generation) still belongs to this state."""
+        return owner is self and generation == self.generation
 
     def committed_up_to(self, offset: int) -> None:
         self.committed = max(self.committed, offset)

@@ -103,9 +103,7 @@ async def test_a_verdicts_topic_that_refuses_every_record_is_classified_counted_
             status, body = await get(port, "/health")
             return (status, body) if status == 503 and "publishError" in body else None
 
-        _, body = await wait_until(
-            health_says_failing, 30, interval=0.2, what="/health naming the error"
-        )
+        _, body = await wait_until(health_says_failing, 30, interval=0.2, what="/health naming the error")
         assert body["publishError"]["kind"] == "record_too_large"
         assert body["publishError"]["attempts"] >= 1
         metrics = running.processor.metrics
