@@ -15,21 +15,21 @@ import asyncio
 import logging
 import random
 import time
-from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from processor import rules
-from processor.batches import PartitionBatch, build_batch_verdicts, split, verdict_partitioner
+from processor.batches import PartitionBatch, build_batch_verdicts, observe, split, verdict_partitioner
 from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
+from processor.consumer import events_consumer
 from processor.http import HttpServer
 from processor.lease_store import FencedError, LeaseStore, Rules, connect
 from processor.metrics import Metrics
 from processor.partitions import Partitions
+from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.redis_checks import check_redis_safe
 from processor.tokens import make_signer
@@ -77,6 +77,7 @@ class Processor:
         self._publisher: VerdictPublisher | None = None
         self._committer: OffsetCommitter | None = None
         self._claimer: PartitionClaimer | None = None
+        self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
         self._verdict_partition = _no_partitions
         self.partitions = Partitions()
@@ -96,6 +97,7 @@ class Processor:
             s.topic_replication_factor,
         )
         self._verdict_partition = verdict_partitioner(counts[s.verdicts_topic])
+        self.policies = await follow_policies(s, self.metrics)  # read to its end before any event
         self._redis = connect(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self._store = LeaseStore(
             self._redis,
@@ -116,22 +118,7 @@ class Processor:
             s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
         )
         await self._publisher.start()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            group_id=s.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # Small per-partition fetches: one getmany then spans several partitions, whose
-            # script calls overlap with the Python work of the others.
-            max_partition_fetch_bytes=256 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024,
-            # A long-poll fetch holds back partitions whose records were just consumed until it
-            # returns: keep it short so those partitions are asked again soon (latency).
-            fetch_max_wait_ms=s.fetch_max_wait_ms,
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-        )
+        self._consumer = events_consumer(s)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
         self._claimer = PartitionClaimer(self._consumer, self._store, s, self.metrics, self._retry_redis)
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
@@ -167,6 +154,8 @@ class Processor:
             await self._consumer.stop()  # leaves the group, partitions move at once
         if self._publisher is not None:
             await self._publisher.stop()
+        if self.policies is not None:
+            await self.policies.stop()
         if self._http is not None:
             await self._http.stop()
         if self._redis is not None:
@@ -279,10 +268,10 @@ class Processor:
         decided = await asyncio.gather(*(self._decide_and_build(b) for b in work))
         batches = [b for b, ok in zip(work, decided, strict=True) if ok]
         await self._publish(batches)
-        assert self._committer is not None
+        assert self._committer is not None and self._consumer is not None
         for b in batches:
             self._committer.published(b.tp, b.last_offset)
-            self._observe(b)
+            observe(self.metrics, b, self._consumer.highwater(b.tp))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _ready(self, b: PartitionBatch) -> bool:
@@ -318,8 +307,11 @@ class Processor:
 
     async def _decide(self, batch: PartitionBatch) -> bool:
         """Run the batch's script call; False when the partition was taken by another owner."""
-        assert self._store is not None and self._claimer is not None
+        assert self._store is not None and self._claimer is not None and self.policies is not None
         tp = batch.tp
+        # Resolved once per batch: a redelivery gets its stored result, whatever changed since.
+        table = self.policies.table
+        policies = [table.resolve(ev.user_id, ev.plan) for _o, _t, ev in batch.events] if len(table) else None
         while True:
             epoch = self.partitions.epoch(tp)
             if epoch is None:
@@ -329,7 +321,12 @@ class Processor:
                 batch.results = await self._retry_redis(
                     "decide",
                     lambda epoch=epoch: self._store.decide(
-                        tp.partition, epoch, self.partitions.committed(tp), batch.last_offset, batch.events
+                        tp.partition,
+                        epoch,
+                        self.partitions.committed(tp),
+                        batch.last_offset,
+                        batch.events,
+                        policies,
                     ),
                 )
                 return True
@@ -368,21 +365,6 @@ class Processor:
     async def _commit_pending(self) -> None:
         if self._committer is not None:
             await self._committer.flush()
-
-    def _observe(self, b: PartitionBatch) -> None:
-        # Count per (type, code) first: a labelled metric costs microseconds per call.
-        counts = Counter((ev.type, r.code) for (_o, _t, ev), r in zip(b.events, b.results or (), strict=True))
-        for (kind, code), n in counts.items():
-            outcome = rules.OUTCOMES.get(code)
-            if outcome is not None:
-                self.metrics.events.labels(kind, *outcome).inc(n)
-        evicted = sum(len(r.evicted) for r in b.results or ())
-        if evicted:
-            self.metrics.revokes.inc(evicted)
-        assert self._consumer is not None
-        highwater = self._consumer.highwater(b.tp)
-        if highwater is not None:
-            self.metrics.lag.labels(str(b.tp.partition)).set(max(0, highwater - b.last_offset - 1))
 
     # -- retrying -----------------------------------------------------------------------
     async def _retry_redis(self, what: str, call):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from processor import rules
 from processor.lease_store import Result
+from processor.metrics import Metrics
 from processor.tokens import TokenSigner
 from processor.verdicts import build_verdicts
 from processor.wire import DecodedEvent, DecodeError, decode_event
@@ -98,3 +100,18 @@ def build_batch_verdicts(
         target = partition_of(key)
         for value in build_verdicts(ev, result, topic, partition, offset, signer):
             out.append((target, key, value))
+
+
+def observe(metrics: Metrics, b: PartitionBatch, highwater: int | None) -> None:
+    """Count a published batch's decisions, revokes and the partition's lag."""
+    # Count per (type, code) first: a labelled metric costs microseconds per call.
+    counts = Counter((ev.type, r.code) for (_o, _t, ev), r in zip(b.events, b.results or (), strict=True))
+    for (kind, code), n in counts.items():
+        outcome = rules.OUTCOMES.get(code)
+        if outcome is not None:
+            metrics.events.labels(kind, *outcome).inc(n)
+    revoked = sum(len(r.evicted) for r in b.results or ())
+    if revoked:
+        metrics.revokes.inc(revoked)
+    if highwater is not None:
+        metrics.lag.labels(str(b.tp.partition)).set(max(0, highwater - b.last_offset - 1))

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka.partitioner import murmur2
 
+from processor import commands
 from processor.app import Processor
 from processor.config import SettingsError, load_settings
 from processor.lease_store import LeaseStore, Rules, connect
@@ -68,10 +69,61 @@ async def _list_leases(user_id: str) -> int:
         await redis.aclose()
 
 
+def _print(obj: dict) -> None:
+    print(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())  # noqa: T201 - the command's output
+
+
+async def _command(args: argparse.Namespace) -> int:
+    settings = load_settings(allow_insecure_dev_secret=True)  # these commands sign nothing
+    if args.command == "policy":
+        if args.action == "set":
+            _print(await commands.policy_set(settings, args.key, args.json))
+        elif args.action == "delete":
+            _print(await commands.policy_delete(settings, args.key))
+        else:
+            _print(await commands.policy_list(settings))
+    else:
+        _print(await commands.terminate(settings, args.user_id, args.session_id, args.requester))
+    return 0
+
+
 SETTINGS_HINT = (
     "Settings come from environment variables (or .env), as for the processor: "
     "see the README's settings table."
 )
+
+
+def _add_policy_commands(sub) -> None:
+    policy = sub.add_parser(
+        "policy",
+        help="write, delete or list the limits by plan, user and device class",
+        description=(
+            "Limits live in the compacted POLICIES_TOPIC (default playback.policies); the processor "
+            "follows it live. Keys: default, plan:<plan>, user:<userId>. Value: "
+            '{"maxStreams": 0..1000, "overflow": "reject"|"evict_oldest", '
+            '"deviceClasses": {"tv": 2, ...}} (overflow and deviceClasses optional).'
+        ),
+        epilog=SETTINGS_HINT + " Uses KAFKA_BOOTSTRAP_SERVERS and POLICIES_TOPIC.",
+    )
+    actions = policy.add_subparsers(dest="action", metavar="{set,delete,list}", required=True)
+    set_ = actions.add_parser(
+        "set",
+        help="write one policy (validated first)",
+        description="Validate and write one policy record. Example: "
+        'policy set plan:premium \'{"maxStreams": 4, "deviceClasses": {"tv": 2}}\'',
+    )
+    set_.add_argument("key", metavar="KEY", help="default, plan:<plan> or user:<userId>")
+    set_.add_argument("json", metavar="JSON", help="the policy, JSON")
+    delete = actions.add_parser(
+        "delete", help="delete one policy (a tombstone)", description="Write a tombstone for KEY."
+    )
+    delete.add_argument("key", metavar="KEY", help="default, plan:<plan> or user:<userId>")
+    actions.add_parser(
+        "list",
+        help="print every policy in force",
+        description="Read the policies topic to its end and print every policy in force, as the processor "
+        "reads them (malformed records are skipped), and the settings used when none applies.",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Decide video-stream leases from Kafka player events (Redis state), or inspect them.",
         epilog="Without a command, runs the processor. " + SETTINGS_HINT,
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,leases}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,leases,policy,terminate}")
     sub.add_parser(
         "run",
         help="consume events and publish verdicts (the default)",
@@ -102,12 +154,30 @@ def main(argv: list[str] | None = None) -> int:
         epilog=SETTINGS_HINT + " Uses REDIS_URL, EVENTS_TOPIC and TOPIC_PARTITIONS.",
     )
     leases.add_argument("user_id", metavar="USER_ID", help="the userId (the events' record key)")
+    _add_policy_commands(sub)
+    terminate = sub.add_parser(
+        "terminate",
+        help="end one of a user's sessions (publishes a terminate event)",
+        description=(
+            "Publish a `terminate` player event for USER_ID's session SESSION_ID to EVENTS_TOPIC. "
+            "The processor removes the lease and publishes a revoke verdict (reason terminated) "
+            "for that session, or answers not_active. Prints the event it published."
+        ),
+        epilog=SETTINGS_HINT + " Uses KAFKA_BOOTSTRAP_SERVERS and EVENTS_TOPIC.",
+    )
+    terminate.add_argument("user_id", metavar="USER_ID", help="the user whose session ends")
+    terminate.add_argument("session_id", metavar="SESSION_ID", help="the session to end (targetSessionId)")
+    terminate.add_argument(
+        "--requester", metavar="SESSION_ID", help="the requesting session (default: operator-<random>)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "leases":
             return asyncio.run(_list_leases(args.user_id))
+        if args.command in ("policy", "terminate"):
+            return asyncio.run(_command(args))
         return asyncio.run(_run())
-    except (SettingsError, UnsafeRedisError) as exc:
+    except (SettingsError, UnsafeRedisError, commands.CommandError) as exc:
         print(f"concurrency-processor: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 

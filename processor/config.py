@@ -23,6 +23,7 @@ class CommonSettings(BaseSettings):
     events_topic: str = Field("playback.events", min_length=1)
     verdicts_topic: str = Field("playback.verdicts", min_length=1)
     dlq_topic: str = Field("playback.events.dlq", min_length=1)
+    policies_topic: str = Field("playback.policies", min_length=1)
     consumer_group: str = Field("concurrency-processor", min_length=1)
 
     max_streams: int = Field(3, ge=1, le=1000)

@@ -16,6 +16,7 @@ import msgpack
 import orjson
 from redis.asyncio import Connection, Redis
 
+from processor.policies import Policy
 from processor.wire import DecodedEvent
 
 KEY_PREFIX = "sc"
@@ -90,7 +91,10 @@ class Result(NamedTuple):
     max_streams: int = 0
     expires_at: int = 0
     now: int = 0
-    evicted: tuple[str, ...] | list[str] = ()
+    evicted: tuple[str, ...] | list[str] = ()  # sessions revoked (evicted, or the terminated target)
+    policy: str = "d"  # the kind of policy applied: 'u' (user), 'p' (plan), 'd' (default/settings)
+    # Deny advice: [sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt] each
+    conflicts: list | None = None
 
 
 class LeaseStore:
@@ -101,6 +105,7 @@ class LeaseStore:
         self._decide = redis.register_script(_load_lua("decide_batch.lua"))
         self._claim = redis.register_script(_load_lua("claim_partition.lua"))
         self._accept = redis.register_script(_load_lua("accept_state_loss.lua"))
+        self._settings_policy = Policy("d", rules.max_streams, rules.overflow_policy == "evict_oldest")
         self._fixed_args = [
             rules.max_streams,
             rules.lease_ttl_ms,
@@ -150,15 +155,29 @@ class LeaseStore:
         committed: int,
         last_offset: int,
         events: list[tuple[int, int, DecodedEvent]],
+        policies: list[Policy] | None = None,
     ) -> list[Result]:
         """Decide `events` ((offset, record timestamp ms, event), in log order) atomically.
 
         `committed` is the partition's committed offset (-1 if none), `last_offset` the last
-        offset of the batch including records that went to the DLQ.
+        offset of the batch including records that went to the DLQ. `policies` holds the
+        policy of each event (default: the settings' limit for all).
         """
         tag = self._tag(partition)
         keys = [self.partition_key(partition)]
         keys += [f"{tag}:u:{ev.user_id}" for _, _, ev in events]  # user_key(), inlined (hot path)
+        # The batch's distinct policies go once; each event names its own by position (1-based).
+        if policies is None:
+            policies = [self._settings_policy] * len(events)
+        index: dict[int, int] = {}
+        table = []
+        numbers = []
+        for policy in policies:
+            number = index.get(id(policy))
+            if number is None:
+                table.append((policy.kind, policy.max_streams, 1 if policy.evict else 0, policy.classes))
+                number = index[id(policy)] = len(table)
+            numbers.append(number)
         blob = orjson.dumps(
             [
                 (
@@ -169,8 +188,11 @@ class LeaseStore:
                     ev.event_id or "",
                     ev.device_id or "",
                     ev.content_id or "",
+                    ev.target_session_id or "",
+                    ev.device_class or "",
+                    number,
                 )
-                for offset, timestamp, ev in events
+                for (offset, timestamp, ev), number in zip(events, numbers, strict=True)
             ]
         )
         args = [
@@ -181,6 +203,7 @@ class LeaseStore:
             self.rules.idle_user_ttl_ms,
             self.rules.event_id_memory,
             blob,
+            orjson.dumps(table),
         ]
         reply = await self._decide(keys=keys, args=args)
         if reply.startswith(b"FENCED"):

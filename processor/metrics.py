@@ -49,6 +49,10 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.policy_errors = Counter(
+            "concurrency_policy_errors_total", "Malformed policy records ignored", registry=r
+        )
+        self.policies = Gauge("concurrency_policies", "Policies known (default, plans, users)", registry=r)
         self.retries = Counter(
             "concurrency_retries_total", "Retries after transient failures", ["what"], registry=r
         )

@@ -19,6 +19,8 @@ NOT_ACTIVE: Final = 7
 # (type, sessionId or targetSessionId). The processor dead-letters it (error below).
 EVENT_ID_CONFLICT: Final = 8
 EVENT_ID_CONFLICT_ERROR: Final = "event_id_conflict"
+TERMINATED: Final = 9  # terminate of an active target (its revoke verdict says `terminated`)
+DEVICE_CLASS_LIMIT: Final = 10  # the start's device class holds its cap of active leases
 
 OUTCOMES: Final[dict[int, tuple[str, str]]] = {
     STARTED: ("allow", "started"),
@@ -28,7 +30,12 @@ OUTCOMES: Final[dict[int, tuple[str, str]]] = {
     NO_LEASE: ("deny", "no_lease"),
     STOPPED: ("allow", "stopped"),
     NOT_ACTIVE: ("allow", "not_active"),
+    TERMINATED: ("allow", "terminated"),
+    DEVICE_CLASS_LIMIT: ("deny", "device_class_limit"),
 }
+
+# Denies that carry advice (conflicts, nextFreeAt).
+ADVISED: Final = frozenset({LIMIT_EXCEEDED, DEVICE_CLASS_LIMIT})
 
 # Codes whose verdict holds a lease (leaseExpiresAt set, token issued).
 HOLDS_LEASE: Final = frozenset({STARTED, ALREADY_ACTIVE, RENEWED})

@@ -13,17 +13,31 @@ log = logging.getLogger(__name__)
 _TOPIC_ALREADY_EXISTS = 36
 
 
+COMPACTED = {"cleanup.policy": "compact"}
+
+
 async def ensure_topics(
-    bootstrap: str, topics: list[str], partitions: int, replication: int, timeout_s: float = 30.0
+    bootstrap: str,
+    topics: list[str],
+    partitions: int,
+    replication: int,
+    timeout_s: float = 30.0,
+    configs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, int]:
-    """Create any missing topic; wait until every topic has leaders; return their partition counts."""
+    """Create any missing topic; wait until every topic has leaders; return their partition counts.
+
+    `configs` gives topic configs by name for the topics it creates (e.g. COMPACTED).
+    """
+    configs = configs or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            response = await admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+            response = await admin.create_topics(
+                [NewTopic(t, partitions, replication, topic_configs=configs.get(t, {})) for t in missing]
+            )
             for topic_error in response.topic_errors:
                 name, code = topic_error[0], topic_error[1]
                 if code not in (0, _TOPIC_ALREADY_EXISTS):

@@ -17,6 +17,8 @@ from processor.wire import DecodedEvent
 
 _OUTCOMES = rules.OUTCOMES
 _HOLDS_LEASE = rules.HOLDS_LEASE
+_ADVISED = rules.ADVISED
+_TERMINATED = rules.TERMINATED
 
 
 def _seed(*parts: str) -> str:
@@ -42,6 +44,30 @@ def _digest(seed: str) -> str:
     return hashlib.blake2b(seed.encode(), digest_size=16).hexdigest()
 
 
+def policy_name(kind: str, user_id: str, plan: str | None) -> str:
+    """The verdict's `policy` from the kind stored with the result ('u', 'p' or 'd')."""
+    if kind == "d":
+        return "default"
+    return f"user:{user_id}" if kind == "u" else f"plan:{plan}"
+
+
+def advice(conflicts: list) -> tuple[list[dict], int | None]:
+    """(conflicts, nextFreeAt) of a deny, from the script's
+    [sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt] entries."""
+    out = [
+        {
+            "sessionId": sid,
+            "deviceId": device,
+            "deviceClass": device_class,
+            "contentId": content,
+            "startedAt": started,
+            "leaseExpiresAt": expires,
+        }
+        for sid, device, device_class, content, started, expires in conflicts
+    ]
+    return out, min((c[5] for c in conflicts), default=None)
+
+
 def build_verdicts(
     ev: DecodedEvent,
     result: Result,
@@ -50,52 +76,55 @@ def build_verdicts(
     offset: int,
     signer: TokenSigner,
 ) -> list[bytes]:
-    """The verdict values for one decided event: its own, then one `revoke` per evicted lease."""
+    """The verdict values for one decided event: its own, then one `revoke` per removed lease."""
     event_id, seed = event_identity(ev.event_id, ev.user_id, topic, partition, offset)
     verdict_id = _digest(seed)
     code, active, max_streams, expires_at, now, *rest = result  # a Result, or a plain list in tests
-    evicted_sessions = rest[0] if rest else ()
+    revoked = rest[0] if rest else ()
+    policy = policy_name(rest[1] if len(rest) > 1 else "d", ev.user_id, ev.plan)
     decision, reason = _OUTCOMES[code]
     token = None
     if code in _HOLDS_LEASE:  # allow on start or heartbeat
         token = signer.sign(ev.user_id, ev.session_id, expires_at, now, verdict_id)
     else:
         expires_at = None
-    values = [
-        orjson.dumps(
-            {
-                "verdictId": verdict_id,
-                "eventId": event_id,
-                "userId": ev.user_id,
-                "sessionId": ev.session_id,
-                "type": ev.type,
-                "decision": decision,
-                "reason": reason,
-                "activeStreams": active,
-                "maxStreams": max_streams,
-                "leaseExpiresAt": expires_at,
-                "decidedAt": now,
-                "token": token,
-            }
-        )
-    ]
-    if evicted_sessions:
-        for evicted in evicted_sessions:
+    verdict = {
+        "verdictId": verdict_id,
+        "eventId": event_id,
+        "userId": ev.user_id,
+        "sessionId": ev.session_id,
+        "type": ev.type,
+        "decision": decision,
+        "reason": reason,
+        "activeStreams": active,
+        "maxStreams": max_streams,
+        "leaseExpiresAt": expires_at,
+        "decidedAt": now,
+        "token": token,
+        "policy": policy,
+    }
+    if code in _ADVISED:
+        verdict["conflicts"], verdict["nextFreeAt"] = advice(rest[2] if len(rest) > 2 and rest[2] else [])
+    values = [orjson.dumps(verdict)]
+    if revoked:
+        why = "terminated" if code == _TERMINATED else "evicted"
+        for session in revoked:
             values.append(
                 orjson.dumps(
                     {
-                        "verdictId": _digest(_seed("revoke", seed, evicted)),
+                        "verdictId": _digest(_seed("revoke", seed, session)),
                         "eventId": event_id,
                         "userId": ev.user_id,
-                        "sessionId": evicted,
+                        "sessionId": session,
                         "type": ev.type,
                         "decision": "revoke",
-                        "reason": "evicted",
+                        "reason": why,
                         "activeStreams": active,
                         "maxStreams": max_streams,
                         "leaseExpiresAt": None,
                         "decidedAt": now,
                         "token": None,
+                        "policy": policy,
                     }
                 )
             )

@@ -11,15 +11,19 @@ from __future__ import annotations
 from typing import Annotated, Literal, NamedTuple
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_TEXT_CHARS = 256  # deviceId, contentId: kept with the lease and shown in listings
-EVENT_TYPES = ("start", "heartbeat", "stop")
+MAX_PLAN_CHARS = 64
+MAX_CLASS_CHARS = 32
+EVENT_TYPES = ("start", "heartbeat", "stop", "terminate")
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
 Text = Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS)]
+Plan = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PLAN_CHARS)]
+DeviceClass = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLASS_CHARS)]
 
 
 class PlayerEvent(BaseModel):
@@ -31,13 +35,22 @@ class PlayerEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    type: Literal["start", "heartbeat", "stop"]
+    type: Literal["start", "heartbeat", "stop", "terminate"]
     userId: Id
     sessionId: Id
     deviceId: Text | None = None
     contentId: Text | None = None
     eventId: Id | None = None
     ts: StrictInt | StrictFloat | None = None
+    plan: Plan | None = None
+    deviceClass: DeviceClass | None = None
+    targetSessionId: Id | None = None  # required for terminate, ignored otherwise
+
+    @model_validator(mode="after")
+    def _terminate_has_a_target(self) -> PlayerEvent:
+        if self.type == "terminate" and self.targetSessionId is None:
+            raise ValueError("targetSessionId is required for terminate")
+        return self
 
     @classmethod
     def from_json(cls, value: bytes) -> PlayerEvent:
@@ -48,32 +61,51 @@ class PlayerEvent(BaseModel):
         return cls.model_validate(orjson.loads(value))
 
 
+class Conflict(BaseModel):
+    """One active lease that blocks a start (deny advice)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sessionId: str
+    deviceId: str | None
+    deviceClass: str | None
+    contentId: str | None
+    startedAt: int | None
+    leaseExpiresAt: int
+
+
 class Verdict(BaseModel):
     """Value of `playback.verdicts`."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     verdictId: str
-    eventId: str
+    eventId: str | None  # null on an `expire` verdict of the session ledger
     userId: str
     sessionId: str
-    type: Literal["start", "heartbeat", "stop"]
+    type: Literal["start", "heartbeat", "stop", "terminate", "expire"]
     decision: Literal["allow", "deny", "revoke"]
     reason: Literal[
         "already_active",
         "started",
         "limit_exceeded",
+        "device_class_limit",
         "renewed",
         "no_lease",
         "stopped",
         "not_active",
         "evicted",
+        "terminated",
+        "expired",
     ]
     activeStreams: int
-    maxStreams: int
+    maxStreams: int | None
     leaseExpiresAt: int | None
     decidedAt: int
     token: str | None
+    policy: str | None = None
+    conflicts: list[Conflict] | None = None
+    nextFreeAt: int | None = None
 
 
 class DecodeError(ValueError):
@@ -92,6 +124,9 @@ class DecodedEvent(NamedTuple):
     event_id: str | None
     device_id: str | None
     content_id: str | None
+    target_session_id: str | None = None
+    plan: str | None = None
+    device_class: str | None = None
 
 
 def _required_id(obj: dict, name: str) -> str:
@@ -117,6 +152,16 @@ def _optional_text(obj: dict, name: str) -> str | None:
         raise DecodeError("wrong_type", f"{name} must be a string")
     if value is not None and len(value) > MAX_TEXT_CHARS:
         raise DecodeError("id_too_long", f"{name} is longer than {MAX_TEXT_CHARS} characters")
+    return value
+
+
+def _checked_text(value: object, name: str, limit: int) -> str:
+    if type(value) is not str:
+        raise DecodeError("wrong_type", f"{name} must be a string")
+    if not value:
+        raise DecodeError("empty_id", f"{name} must not be empty")
+    if len(value) > limit:
+        raise DecodeError("id_too_long", f"{name} is longer than {limit} characters")
     return value
 
 
@@ -147,7 +192,7 @@ def decode_event(value: bytes | None, key: bytes | None) -> DecodedEvent:
     if kind is None:
         raise DecodeError("missing_field", "type is required")
     if kind not in EVENT_TYPES or type(kind) is not str:
-        raise DecodeError("unknown_type", "type must be one of start, heartbeat, stop")
+        raise DecodeError("unknown_type", "type must be one of start, heartbeat, stop, terminate")
     # Each check passes valid values in one test; the helpers only run to name the error.
     get = obj.get
     user_id = get("userId")
@@ -168,7 +213,22 @@ def decode_event(value: bytes | None, key: bytes | None) -> DecodedEvent:
     ts = get("ts")
     if ts is not None and type(ts) not in (int, float):
         raise DecodeError("wrong_type", "ts must be a number")
+    plan = get("plan")
+    if plan is not None and (type(plan) is not str or not 0 < len(plan) <= MAX_PLAN_CHARS):
+        _checked_text(plan, "plan", MAX_PLAN_CHARS)
+    device_class = get("deviceClass")
+    if device_class is not None and (
+        type(device_class) is not str or not 0 < len(device_class) <= MAX_CLASS_CHARS
+    ):
+        _checked_text(device_class, "deviceClass", MAX_CLASS_CHARS)
+    target = None
+    if kind == "terminate":
+        target = get("targetSessionId")
+        if type(target) is not str or not 0 < len(target) <= MAX_ID_CHARS:
+            _required_id(obj, "targetSessionId")
     # Last, so that a bad value keeps its own error.
     if key is None or key != user_id.encode():
         raise _key_mismatch(key, user_id)
-    return DecodedEvent(kind, user_id, session_id, event_id, device_id, content_id)
+    return DecodedEvent(
+        kind, user_id, session_id, event_id, device_id, content_id, target, plan, device_class
+    )

@@ -147,6 +147,7 @@ class Flow:
             events_topic=f"events-{suffix}",
             verdicts_topic=f"verdicts-{suffix}",
             dlq_topic=f"dlq-{suffix}",
+            policies_topic=f"policies-{suffix}",
             consumer_group=f"group-{suffix}",
             jwt_secret=TEST_SECRET,
             http_port=0,
@@ -159,6 +160,7 @@ class Flow:
         self._dlq: _TopicReader | None = None
         self._running: list[RunningProcessor] = []
         self._processes: list[ProcessorProcess] = []
+        self._policies_ready = False
         self.t0 = event_time_base()
 
     async def __aenter__(self) -> Flow:
@@ -214,6 +216,63 @@ class Flow:
             self.settings.events_topic, key=key, value=value, timestamp_ms=self.t0 + at
         )
 
+    async def send_policy(self, key: str, value: dict | bytes | None) -> RecordMetadata:
+        """Write one record of the policies topic: a dict as JSON, bytes as is, None a tombstone.
+
+        Creates the (compacted) policies topic on first use, as `policy set` does.
+        """
+        assert self._producer is not None
+        if not self._policies_ready:
+            from processor.policies import ensure_policies_topic
+
+            await ensure_policies_topic(self.settings)
+            self._policies_ready = True
+        raw = orjson.dumps(value) if isinstance(value, dict) else value
+        return await self._producer.send_and_wait(self.settings.policies_topic, key=key.encode(), value=raw)
+
+    async def wait_policy(
+        self,
+        user: str,
+        policy: str,
+        max_streams: int,
+        plan: str | None = None,
+        at: int = 0,
+        timeout: float = 30.0,
+    ) -> None:
+        """Until the processor decides `user`'s events (naming `plan`) under `policy` / `max_streams`.
+
+        Probes with `stop` events (eventId `policy-probe-...`) of a session that never started:
+        allow `not_active`, no effect on leases; send them at a time no later than the next event.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            event_id = f"policy-probe-{uuid.uuid4().hex[:12]}"
+            extra = {"plan": plan} if plan is not None else {}
+            await self.send("stop", user, "policy-probe", at=at, event_id=event_id, **extra)
+            await wait_until(
+                lambda event_id=event_id: any(v["eventId"] == event_id for v in self.verdicts()),
+                max(1.0, deadline - time.monotonic()),
+                what=f"the verdict of probe {event_id}",
+            )
+            seen = next(v for v in self.verdicts() if v["eventId"] == event_id)
+            if (seen.get("policy"), seen.get("maxStreams")) == (policy, max_streams):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{user} still decided under {seen.get('policy')!r}/{seen.get('maxStreams')}"
+                )
+            await asyncio.sleep(0.1)
+
+    async def wait_events(self, *event_ids: str, timeout: float = 30.0) -> list[dict]:
+        """All verdicts so far, once each of `event_ids` has its own (non-revoke) verdict."""
+
+        def decided() -> bool:
+            have = {v["eventId"] for v in self.verdicts() if v["decision"] != "revoke"}
+            return have.issuperset(event_ids)
+
+        await wait_until(decided, timeout, what=f"verdicts of {event_ids}")
+        return self.verdicts()
+
     # -- processors ---------------------------------------------------------------------
     def launch_processor(self, **overrides: object) -> RunningProcessor:
         """Start an in-process processor without waiting for it to be healthy."""
@@ -241,6 +300,7 @@ class Flow:
             "EVENTS_TOPIC": s.events_topic,
             "VERDICTS_TOPIC": s.verdicts_topic,
             "DLQ_TOPIC": s.dlq_topic,
+            "POLICIES_TOPIC": s.policies_topic,
             "CONSUMER_GROUP": s.consumer_group,
             "JWT_SECRET": TEST_SECRET,
             "HTTP_PORT": "0",

@@ -11,24 +11,34 @@
 -- ARGV[7]     idle user key TTL ms ARGV[8] eventIds remembered per user
 -- ARGV[9]     the events, JSON, offsets ascending: [[offset, type, sessionId, record
 --             timestamp ms, eventId ('' = none), deviceId ('' = none), contentId ('' = none),
---             targetSessionId (optional, '' = none)], ...]
+--             targetSessionId ('' = none), deviceClass ('' = none), policy number], ...]
+-- ARGV[10]    the batch's policies, JSON: [[kind, maxStreams, evict (0|1), {class = cap}], ...]
+--             (kind 'u' user, 'p' plan, 'd' default or settings); an event's policy number is
+--             its position here. Absent: every event gets the settings (ARGV[2], ARGV[4]).
 --
 -- Returns 'FENCED:<epoch>' when a newer owner took the partition (nothing is written),
 -- else a JSON array with one result per event:
---   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now, [evicted sessionIds]?]
+--   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now]  (kind 'd', nothing revoked)
+--   [code, activeStreams, maxStreams, leaseExpiresAt, now, [revoked sessionIds], kind, conflicts?]
+--   where conflicts (limit_exceeded, device_class_limit) is the deny advice:
+--   [[sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt], ...] oldest first;
 -- or [0] for an offset applied earlier whose result is no longer stored (or not certain),
 -- or [8] (rules.EVENT_ID_CONFLICT, not a verdict: dead-letter it as `event_id_conflict`)
 -- for an event whose eventId the user remembers for another event, i.e. another
 -- (type, sessionId, targetSessionId). A conflict changes nothing but its offset's result.
+-- A stored result is returned as stored: a redelivery gets the same policy and advice.
 --
 -- A user's state is one MessagePack value (cmsgpack: about twice as fast as cjson here),
 -- kept small because it is read and written per event:
---   {c = clock, q = lease sequence, l = {sessionId = {e = expiry, q = seq, d = device, t = content}},
+--   {c = clock, q = lease sequence,
+--    l = {sessionId = {e = expiry, q = seq, s = startedAt, d = device, t = content, k = class}},
 --    r = {'<offset>|<result>', ...}  results Kafka may redeliver (offset >= committed), ascending
 --    i = {'<n>:<eventId><k><tag><result>', ...}  the most recent eventIds, oldest first ('<n>:'
 --        = length in bytes), each with the event it names: its type (tag, one letter, see TAG)
 --        and its session (f[k]), and its result. Entries written before events were named
 --        this way are '<n>:<eventId><result>'.
+--    x = the last two bytes of each entry's eventId, in the order of i: entries that can
+--        hold an eventId are found with one search of x instead of a search of every entry
 --    f = {sessionId, ...}}  the sessions of those events, each once (a user's eventIds mostly
 --        name events of the same few sessions); '<n>:<targetSessionId><sessionId>' for an
 --        event with a targetSessionId
@@ -47,15 +57,19 @@ local last = tonumber(ARGV[6])
 local idle_ttl = ARGV[7]
 local memory = tonumber(ARGV[8])
 local events = cjson.decode(ARGV[9])
+-- The batch's policies, [[kind ('u'|'p'|'d'), max streams, evict (0|1), {class = cap}], ...];
+-- an event names its own by position. Without them: the settings.
+local policies = ARGV[10] and cjson.decode(ARGV[10]) or {}
+local SETTINGS_POLICY = {'d', max_streams, evict and 1 or 0, {}}
 
 local find, sub, byte, format = string.find, string.sub, string.byte, string.format
 local CONFLICT = '[8]'
-local SCAN = 32      -- memories up to this long are scanned; longer ones get an index
+local SCAN = 32      -- session lists up to this long are scanned; longer ones get an index
 local SLACK = 8      -- sessions no entry names any more, kept until there are this many
+local GROWTH = 64    -- eventIds beyond the memory appended before i is cut to size mid-batch
 local states = {}    -- user key -> decoded state, shared by the batch's events of that user
 local dirty = {}
 local by_offset = {} -- user key -> {offset = result}, built at the user's first replayed event
-local id_index = {}  -- user key -> {eventId = position in i}, built for long memories only
 local f_index = {}   -- user key -> {session = k}, built for long lists only
 local digits = {}    -- k -> its decimal text (a number in a concatenation is formatted each time)
 
@@ -71,30 +85,60 @@ local function identity(ev)
   return string.upper(tag), #target .. ':' .. target .. ev[3]
 end
 
+-- Drop the first `drop` elements of an array, in place.
+local function drop_first(list, drop)
+  local n = #list
+  for j = 1, n - drop do list[j] = list[j + drop] end
+  for j = n - drop + 1, n do list[j] = nil end
+end
+
+-- The two bytes of an eventId kept in x.
+local function id_key(event_id)
+  if #event_id == 1 then return ' ' .. event_id end
+  return sub(event_id, -2)
+end
+
+-- x for the entries of i (a state written without it).
+local function keys_of(ids)
+  local keys = {}
+  for j, entry in ipairs(ids) do
+    local colon = find(entry, ':', 1, true)
+    keys[j] = id_key(sub(entry, colon + 1, colon + tonumber(sub(entry, 1, colon - 1))))
+  end
+  return table.concat(keys)
+end
+
 -- The entry of an eventId among the user's `memory` most recent ones (entries before
 -- them are forgotten: a lowered memory takes effect at once), or nil.
-local function remembered(key, ids, id_prefix, event_id)
+local function remembered(s, id_prefix, key2)
+  local ids, keys = s.i, s.x
   local n = #ids
+  if keys == nil or #keys ~= 2 * n then
+    keys = keys_of(ids)
+    s.x = keys
+  end
   local low = n - memory -- positions <= low are forgotten
-  if n <= SCAN or memory <= SCAN then
-    for j = n, (low > 0 and low or 0) + 1, -1 do
-      if find(ids[j], id_prefix, 1, true) == 1 then return ids[j] end
+  local found = nil
+  local p = find(keys, key2, 1, true)
+  while p do
+    if p % 2 == 1 then -- aligned: entry (p + 1) / 2 may hold it; the latest one wins
+      local j = (p + 1) / 2
+      if j > low and find(ids[j], id_prefix, 1, true) == 1 then found = ids[j] end
     end
-    return nil
+    p = find(keys, key2, p + 1, true)
   end
-  local index = id_index[key]
-  if index == nil then
-    index = {}
-    for j = 1, n do
-      local entry = ids[j]
-      local colon = find(entry, ':', 1, true)
-      index[sub(entry, colon + 1, colon + tonumber(sub(entry, 1, colon - 1)))] = j -- later wins
-    end
-    id_index[key] = index
+  return found
+end
+
+-- Keep the last `memory` entries of i (and their keys in x).
+local function cut_memory(s)
+  local ids, keys = s.i, s.x
+  local drop = #ids - memory
+  if drop > 0 then
+    if keys == nil or #keys ~= 2 * #ids then keys = keys_of(ids) end
+    drop_first(ids, drop)
+    s.x = sub(keys, 2 * drop + 1)
   end
-  local j = index[event_id]
-  if j and j > low then return ids[j] end
-  return nil
 end
 
 -- (tag, session, result) of an entry, `at` just after its eventId; tag and session are nil
@@ -132,11 +176,38 @@ local function session_number(key, s, session)
   return n + 1
 end
 
--- Drop the first `drop` elements of an array, in place.
-local function drop_first(list, drop)
-  local n = #list
-  for j = 1, n - drop do list[j] = list[j + drop] end
-  for j = n - drop + 1, n do list[j] = nil end
+-- The active lease of `class` (any class when nil) started first, removed; its sessionId.
+local function remove_oldest(leases, class)
+  local oldest, oldest_q = nil, nil
+  for osid, olease in pairs(leases) do
+    if (class == nil or olease.k == class) and (oldest_q == nil or olease.q < oldest_q) then
+      oldest, oldest_q = osid, olease.q
+    end
+  end
+  leases[oldest] = nil
+  return oldest
+end
+
+local function json_or_null(value)
+  if value == nil then return 'null' end
+  return cjson.encode(value)
+end
+
+-- Deny advice: the active leases (of `class`, or all), oldest start first, as JSON
+-- [[sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt], ...].
+local function conflicts_of(leases, class)
+  local list = {}
+  for osid, olease in pairs(leases) do
+    if class == nil or olease.k == class then list[#list + 1] = {osid, olease} end
+  end
+  table.sort(list, function(a, b) return a[2].q < b[2].q end)
+  local parts = {}
+  for j, item in ipairs(list) do
+    local l = item[2]
+    parts[j] = '[' .. cjson.encode(item[1]) .. ',' .. json_or_null(l.d) .. ',' .. json_or_null(l.k) .. ','
+      .. json_or_null(l.t) .. ',' .. (l.s and format('%d', l.s) or 'null') .. ',' .. format('%d', l.e) .. ']'
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
 end
 
 local out = {}
@@ -150,7 +221,7 @@ for n, ev in ipairs(events) do
     if raw then
       s = cmsgpack.unpack(raw)
     else
-      s = {c = 0, q = 0, l = {}, r = {}, i = {}}
+      s = {c = 0, q = 0, l = {}, r = {}, i = {}, x = ''}
     end
     states[key] = s
   end
@@ -171,7 +242,7 @@ for n, ev in ipairs(events) do
     local result = stored[offset_text]
     if result == nil and event_id ~= '' then
       local id_prefix = #event_id .. ':' .. event_id
-      local entry = remembered(key, s.i, id_prefix, event_id)
+      local entry = remembered(s, id_prefix, id_key(event_id))
       if entry then
         -- Only the same event's result: a conflict, or an event decided before its eventId
         -- was forgotten and reused, cannot be told apart any more.
@@ -184,12 +255,13 @@ for n, ev in ipairs(events) do
     end
     out[n] = result or '[0]'
   else
-    local id_prefix, tag, session = nil, nil, nil
+    local id_prefix, key2, tag, session = nil, nil, nil, nil
     local result = nil
     if event_id ~= '' then
       id_prefix = #event_id .. ':' .. event_id
+      key2 = id_key(event_id)
       tag, session = identity(ev)
-      local entry = remembered(key, s.i, id_prefix, event_id)
+      local entry = remembered(s, id_prefix, key2)
       if entry then
         local named_tag, named_session, first = named(s, entry, #id_prefix + 1)
         if named_tag == nil or (named_tag == tag and named_session == session) then
@@ -211,32 +283,60 @@ for n, ev in ipairs(events) do
       local kind = ev[2]
       local sid = ev[3]
       local lease = leases[sid]
+      local policy = policies[ev[10]] or SETTINGS_POLICY
+      local limit, overflow_evicts, pkind = policy[2], policy[3] == 1, policy[1]
       local code
-      local evicted = nil
+      local revoked = nil
+      local conflicts = nil
       if kind == 'start' then
         if lease then
           lease.e = now + ttl
           code = 2 -- already_active
-        elseif active < max_streams or evict then
-          while active >= max_streams do
-            local oldest, oldest_q = nil, nil
-            for osid, olease in pairs(leases) do
-              if oldest_q == nil or olease.q < oldest_q then oldest, oldest_q = osid, olease.q end
-            end
-            leases[oldest] = nil
-            active = active - 1
-            evicted = evicted or {}
-            evicted[#evicted + 1] = oldest
-          end
-          s.q = s.q + 1
-          local new = {e = now + ttl, q = s.q}
-          if ev[6] ~= '' then new.d = ev[6] end
-          if ev[7] ~= '' then new.t = ev[7] end
-          leases[sid] = new
-          active = active + 1
-          code = 1 -- started
         else
-          code = 3 -- limit_exceeded
+          local class = ev[9]
+          local cap = nil
+          if class ~= '' then cap = policy[4][class] end
+          if cap then -- the class cap is checked before the total limit
+            local in_class = 0
+            for _, l in pairs(leases) do
+              if l.k == class then in_class = in_class + 1 end
+            end
+            if in_class >= cap then
+              if not overflow_evicts or cap == 0 then
+                code = 10 -- device_class_limit
+                conflicts = conflicts_of(leases, class)
+              elseif limit > 0 then
+                while in_class >= cap do
+                  revoked = revoked or {}
+                  revoked[#revoked + 1] = remove_oldest(leases, class)
+                  in_class = in_class - 1
+                  active = active - 1
+                end
+              end
+            end
+          end
+          if code == nil and active >= limit then
+            if not overflow_evicts or limit == 0 then
+              code = 3 -- limit_exceeded
+              conflicts = conflicts_of(leases, nil)
+            else
+              while active >= limit do
+                revoked = revoked or {}
+                revoked[#revoked + 1] = remove_oldest(leases, nil)
+                active = active - 1
+              end
+            end
+          end
+          if code == nil then
+            s.q = s.q + 1
+            local new = {e = now + ttl, q = s.q, s = now}
+            if ev[6] ~= '' then new.d = ev[6] end
+            if ev[7] ~= '' then new.t = ev[7] end
+            if class ~= '' then new.k = class end
+            leases[sid] = new
+            active = active + 1
+            code = 1 -- started
+          end
         end
       elseif kind == 'heartbeat' then
         if lease then
@@ -244,6 +344,16 @@ for n, ev in ipairs(events) do
           code = 4 -- renewed
         else
           code = 5 -- no_lease
+        end
+      elseif kind == 'terminate' then
+        local target = ev[8]
+        if leases[target] then
+          leases[target] = nil
+          active = active - 1
+          revoked = {target}
+          code = 9 -- terminated
+        else
+          code = 7 -- not_active
         end
       else
         if lease then
@@ -254,12 +364,14 @@ for n, ev in ipairs(events) do
           code = 7 -- not_active
         end
       end
-      local held = leases[sid]
+      local held = kind ~= 'terminate' and leases[sid]
       local expires = held and held.e or 0
-      if evicted then
-        result = cjson.encode({code, active, max_streams, expires, now, evicted})
+      if revoked == nil and conflicts == nil and pkind == 'd' then
+        result = format('[%d,%d,%d,%d,%d]', code, active, limit, expires, now)
       else
-        result = format('[%d,%d,%d,%d,%d]', code, active, max_streams, expires, now)
+        result = format('[%d,%d,%d,%d,%d,', code, active, limit, expires, now)
+          .. (revoked and cjson.encode(revoked) or '[]') .. ',"' .. pkind .. '"'
+          .. (conflicts and (',' .. conflicts) or '') .. ']'
       end
       if id_prefix then
         local k = session_number(key, s, session)
@@ -268,12 +380,11 @@ for n, ev in ipairs(events) do
           k_text = format('%d', k)
           digits[k] = k_text
         end
-        -- Appended only: the memory is cut to size once, when the state is written.
+        -- Appended: the memory is cut to size when the state is written (or grew a lot).
         local ids = s.i
-        local at = #ids + 1
-        ids[at] = id_prefix .. k_text .. tag .. result
-        local index = id_index[key]
-        if index then index[event_id] = at end
+        ids[#ids + 1] = id_prefix .. k_text .. tag .. result
+        s.x = s.x .. key2
+        if #ids > memory + GROWTH then cut_memory(s) end
       end
     end
     local r = s.r
@@ -322,8 +433,7 @@ for key in pairs(dirty) do
   end
   if first > 1 then drop_first(r, first - 1) end
   -- Keep the `memory` most recent eventIds (also when the setting was lowered).
-  local ids = s.i
-  if #ids > memory then drop_first(ids, #ids - memory) end
+  if #s.i > memory then cut_memory(s) end
   if s.f and #s.f > #s.i + SLACK then compact(s) end
   redis.call('SET', key, cmsgpack.pack(s), 'PX', idle_ttl)
 end

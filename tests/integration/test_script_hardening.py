@@ -199,11 +199,15 @@ async def test_event_ids_stored_before_fingerprints_answer_duplicates_as_before(
     await part.decide([ev("heartbeat", "s1", None)])  # creates the partition and the user
     old_result = "[1,1,3,1763800090000,1763800000000]"
     state = await part.state()
-    state["i"] = [f"2:e1{old_result}"]
+    state["i"] = [f"2:e0{old_result}", f"2:e1{old_result}"]
     await part.redis.set(part.store().user_key(0, "u"), msgpack.packb(state))
     assert await part.decide([ev("start", "s1", "e1")]) == [Result(1, 1, 3, T0 + TTL, T0)]
     await part.decide([ev("heartbeat", "s1", None)], committed=3)
-    assert await part.replay([1], committed=3) == [UNKNOWN]  # no fingerprint: not certain
+    assert await part.replay([1], committed=3) == [UNKNOWN]  # the event is not named: not certain
+    # Cut to a lowered memory without a new eventId (the entries' keys are rebuilt).
+    await part.decide([ev("heartbeat", "s1", None)], memory=1)
+    assert (await part.state())["i"] == [f"2:e1{old_result}"]
+    assert await part.decide([ev("stop", "s1", "e1")], memory=1) == [Result(1, 1, 3, T0 + TTL, T0)]
 
 
 # --- long batches --------------------------------------------------------------------------
