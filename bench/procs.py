@@ -28,6 +28,7 @@ class Names:
     verdicts: str
     dlq: str
     group: str
+    policies: str | None = None  # POLICIES_TOPIC (a processor without policies ignores it)
 
 
 def processor_env(bootstrap: str, redis_url: str, events_topic: str, names: Names, http_port: int) -> dict:
@@ -46,6 +47,8 @@ def processor_env(bootstrap: str, redis_url: str, events_topic: str, names: Name
             "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         }
     )
+    if names.policies:
+        env["POLICIES_TOPIC"] = names.policies
     return env
 
 
@@ -68,9 +71,39 @@ async def redis_commandstats(url: str) -> dict:
         await r.aclose()
 
 
-def summarize_commandstats(stats: dict, events: int) -> dict:
+async def redis_user_keys(url: str, sample: int = 5000) -> dict:
+    """The lease state left in Redis: user keys, the mean size of (a sample of) them, used_memory."""
+    r = Redis.from_url(url)
+    try:
+        keys = []
+        async for key in r.scan_iter(match="sc:*:u:*", count=1000):
+            keys.append(key)
+        total = len(keys)
+        keys = keys[:sample]
+        pipe = r.pipeline(transaction=False)
+        for key in keys:
+            pipe.strlen(key)
+            pipe.memory_usage(key, samples=0)
+        got = await pipe.execute() if keys else []
+        memory = await r.info("memory")
+        return {
+            "user_keys": total,
+            "sampled": len(keys),
+            "value_bytes_per_user_key": round(sum(got[0::2]) / len(keys), 1) if keys else None,
+            "memory_usage_per_user_key": round(sum(got[1::2]) / len(keys), 1) if keys else None,
+            "used_memory": memory.get("used_memory"),
+            "note": "after the run: STRLEN (MessagePack state) and MEMORY USAGE SAMPLES 0 of user keys",
+        }
+    finally:
+        await r.aclose()
+
+
+def summarize_commandstats(stats: dict, events: int, input_events: int | None = None) -> dict:
     """Redis time per event. Commands a script calls are counted in commandstats too (and their
-    time is inside the script's), so the script time is the figure; the others are shown apart."""
+    time is inside the script's), so the script time is the figure; the others are shown apart.
+
+    `events` is the number of verdicts (the figure's divisor since the first benchmark; one per
+    event unless evictions or terminates add revokes), `input_events` the events read."""
     scripts = {k: stats[k] for k in ("evalsha", "eval", "fcall") if k in stats}
     script_usec = sum(v.get("usec", 0) for v in scripts.values())
     script_calls = sum(v.get("calls", 0) for v in scripts.values())
@@ -81,6 +114,10 @@ def summarize_commandstats(stats: dict, events: int) -> dict:
         },
         "redis_usec_per_event": round(script_usec / events, 2) if events else None,
         "script_usec_per_event": round(script_usec / events, 2) if events else None,
+        "script_usec": script_usec,
+        "verdicts": events,
+        "input_events": input_events,
+        "redis_usec_per_input_event": round(script_usec / input_events, 2) if input_events else None,
         "events_per_script_call": round(events / max(1, script_calls), 1),
         "other_commands": sorted(
             (
@@ -107,7 +144,9 @@ class InProcess:
     def __init__(self, bootstrap: str, redis_url: str, events_topic: str, names: Names) -> None:
         from processor.config import load_settings
 
+        extra = {"policies_topic": names.policies} if names.policies else {}
         self.settings = load_settings(
+            **extra,
             kafka_bootstrap_servers=bootstrap,
             redis_url=redis_url,
             events_topic=events_topic,
@@ -136,6 +175,23 @@ class InProcess:
     @property
     def alive(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    def reasons(self) -> dict[str, int]:
+        """Decided events by reason (the processor's concurrency_events_total), and DLQ records."""
+        out: dict[str, int] = {}
+        metrics = getattr(self.processor, "metrics", None)
+        if metrics is None:
+            return out
+        for family in metrics.registry.collect():
+            for sample in family.samples:
+                if sample.name == "concurrency_events_total":
+                    key = sample.labels.get("reason", "?")
+                elif sample.name == "concurrency_dlq_total":
+                    key = "dlq:" + sample.labels.get("error", "?")
+                else:
+                    continue
+                out[key] = out.get(key, 0) + int(sample.value)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
     async def stop(self) -> None:
         if self.profiler is not None:

@@ -37,6 +37,13 @@ def print_tables(report: dict, console: Console | None = None) -> None:
             f"data: {ds['events']:,} events, {ds['users']:,} users, {ds['partitions']} partitions, "
             f"types {ds['types']}, produced at {_fmt(ds.get('produce_events_per_s'))} ev/s"
         )
+        if ds.get("plan_users"):
+            console.print(
+                f"plans: {ds['plan_users']:,} users with a plan, events per plan {ds.get('plan_events')}, "
+                f"per deviceClass {ds.get('device_class_events')}; policies "
+                f"{sorted((report.get('policies') or {}).get('records') or {})}, read by the processor: "
+                f"{(report.get('policies') or {}).get('processor_reads_policies')}"
+            )
     t = Table(title="Throughput (first to last LogAppendTime of each output topic)")
     for col in ("candidate", "records", "span s", "events/s", "ratio", "wall s", "wall ev/s", "note"):
         t.add_column(col, justify="right" if col not in ("candidate", "note") else "left")
@@ -65,6 +72,19 @@ def print_tables(report: dict, console: Console | None = None) -> None:
             f"Redis during the processor run: {r.get('redis_usec_per_event')} µs/event "
             f"(script time), {r.get('events_per_script_call')} "
             f"events per script call; scripts {r.get('scripts')}"
+        )
+    if (sm := report.get("summary")) and sm.get("processor_events_per_s") is not None:
+        console.print(
+            f"[bold]summary[/] ({sm.get('data')} data, processor reads policies: "
+            f"{sm.get('processor_reads_policies')}): "
+            f"processor {_fmt(sm.get('processor_events_per_s'))} ev/s, "
+            f"Redis {sm.get('redis_usec_per_event')} µs/event"
+            + (
+                f"; one process {_fmt(sm.get('one_process_events_per_s'))} ev/s, "
+                f"Redis {sm.get('one_process_redis_usec_per_event')} µs/event"
+                if sm.get("one_process_events_per_s") is not None
+                else ""
+            )
         )
     if lat := report.get("latency"):
         t = Table(title="End-to-end latency (event handed to the producer -> verdict consumed)")

@@ -4,12 +4,19 @@ Parts (`--only` picks some): ceiling (strongest pass-through), processor (in-pro
 with Redis INFO commandstats), scaling (one vs two `python -m processor` processes in one
 group), profile (cProfile of an in-process run), latency (fixed offered rates), memory (RSS of
 a processor process at a fixed rate). Writes bench/out/report.json and PNG charts.
+
+`--plans`: the same throughput data set (same seed, same events), but half of the users carry
+`plan` and `deviceClass`, and the plan policies (bench.data.PLAN_POLICIES) are written to the
+run's policies topic before any processor starts. A processor without policies (before
+issue 13) reads the same bytes and ignores the two fields: that run is the "before" figure.
+The report's `summary` holds the processor's events/s and Redis script time per event.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -23,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import orjson  # noqa: E402
 import psutil  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
@@ -38,6 +46,7 @@ from bench.kafka_util import (  # noqa: E402
 )
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles  # noqa: E402
 from bench.procs import (  # noqa: E402
+    JWT_SECRET,
     InProcess,
     Names,
     SubProcess,
@@ -46,6 +55,7 @@ from bench.procs import (  # noqa: E402
     profile_total_s,
     redis_commandstats,
     redis_flush_and_reset,
+    redis_user_keys,
     summarize_commandstats,
 )
 from bench.report import print_tables, write_charts, write_json  # noqa: E402
@@ -66,6 +76,8 @@ class Bench:
         self.redis_url = redis_url
         self.run_id = uuid.uuid4().hex[:6]
         self.events_topic = f"bench.{self.run_id}.events"
+        # One policies topic per run (empty without --plans), never the shared default one.
+        self.policies_topic = f"bench.{self.run_id}.policies"
         self.created_topics: list[str] = []
         self.ends: dict[int, int] = {}
         self.events = 0
@@ -75,7 +87,7 @@ class Bench:
     def names(self, label: str) -> Names:
         base = f"bench.{self.run_id}.{label}"
         self.created_topics += [f"{base}.verdicts", f"{base}.dlq"]
-        return Names(f"{base}.verdicts", f"{base}.dlq", f"{base}.group")
+        return Names(f"{base}.verdicts", f"{base}.dlq", f"{base}.group", self.policies_topic)
 
     async def output_topic(self, name: str) -> None:
         await create_topics(self.bootstrap, [name], PARTITIONS, LOG_APPEND_TIME)
@@ -108,9 +120,12 @@ class Bench:
         await create_topics(self.bootstrap, [self.events_topic], PARTITIONS)
         self.created_topics.append(self.events_topic)
         t0 = time.perf_counter()
-        records = data_mod.generate(a.events, a.users)
+        records = data_mod.generate(a.events, a.users, plans=a.plans)
         gen_s = time.perf_counter() - t0
-        log(f"generated {len(records):,} events over {a.users:,} users in {gen_s:.1f} s; producing")
+        log(
+            f"generated {len(records):,} events over {a.users:,} users in {gen_s:.1f} s"
+            f"{' (half of the users with a plan and device classes)' if a.plans else ''}; producing"
+        )
         prod_s = await data_mod.produce(self.bootstrap, self.events_topic, records, PARTITIONS)
         ds = data_mod.describe(self.events_topic, records, a.users, PARTITIONS, gen_s, prod_s)
         del records
@@ -119,6 +134,45 @@ class Bench:
         assert self.events == ds.events, (self.events, ds.events)
         self.report["data"] = ds.summary()
         log(f"produced {self.events:,} events in {prod_s:.1f} s ({self.events / prod_s:,.0f} ev/s)")
+        await self.prepare_policies()
+
+    async def prepare_policies(self) -> None:
+        """The run's policies topic: created (compacted), and with --plans the plan policies in it."""
+        supported = processor_has_policies()
+        records = data_mod.PLAN_POLICIES if self.args.plans else {}
+        self.created_topics.append(self.policies_topic)
+        if supported:
+            from processor.config import load_settings
+            from processor.policies import ensure_policies_topic
+
+            settings = load_settings(
+                kafka_bootstrap_servers=self.bootstrap,
+                policies_topic=self.policies_topic,
+                jwt_secret=JWT_SECRET,
+            )
+            await ensure_policies_topic(settings)
+        else:  # a processor from before issue 13: it never reads the topic
+            await create_topics(self.bootstrap, [self.policies_topic], 1, {"cleanup.policy": "compact"})
+        if records:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                for key, value in records.items():
+                    await producer.send_and_wait(self.policies_topic, orjson.dumps(value), key=key.encode())
+            finally:
+                await producer.stop()
+        self.report["policies"] = {
+            "topic": self.policies_topic,
+            "records": records,
+            "processor_reads_policies": supported,
+        }
+        if records and not supported:
+            log(
+                "this processor has no policies (no processor.policies): the plan and deviceClass "
+                "fields are produced and ignored, the 'before' figure for the same bytes"
+            )
+        elif records:
+            log(f"wrote {len(records)} plan policies to {self.policies_topic}")
 
     # -- candidates ---------------------------------------------------------------------
     async def ceiling(self, label: str) -> None:
@@ -163,8 +217,9 @@ class Bench:
         finally:
             await proc.stop()
         cpu1 = me.cpu_times()
+        keys = await redis_user_keys(self.redis_url)  # after cpu1: this process's own CPU
         timing = await read_output_timing(self.bootstrap, names.verdicts)
-        redis = summarize_commandstats(stats, timing.records)
+        redis = summarize_commandstats(stats, timing.records, self.events)
         if profile:
             self.report["profile"] = {
                 "events": timing.records,
@@ -178,7 +233,9 @@ class Bench:
             log(f"profiled run: {timing.events_per_s:,.0f} ev/s under cProfile")
             return
         cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        redis["state"] = keys
         self.report["redis"] = redis
+        self.report["decisions"] = proc.reasons()
         self.add_candidate(
             "processor",
             timing,
@@ -187,7 +244,12 @@ class Bench:
             cpu_us_per_event=round(cpu_s / max(1, timing.records) * 1e6, 1),
             redis_usec_per_event=redis["redis_usec_per_event"],
         )
-        log(f"Redis: {redis['redis_usec_per_event']} µs/event, scripts {redis['scripts']}")
+        log(
+            f"Redis: {redis['redis_usec_per_event']} µs/event, scripts {redis['scripts']}; "
+            f"{keys['user_keys']:,} user keys of {keys['value_bytes_per_user_key']} bytes "
+            f"({keys['memory_usage_per_user_key']} with overhead)"
+        )
+        log(f"decisions by reason: {self.report['decisions']}")
 
     async def processes(self, n: int) -> dict:
         label = f"processor-x{n}-proc"
@@ -221,7 +283,7 @@ class Bench:
         finally:
             codes = [await p.stop() for p in procs]
         timing = await read_output_timing(self.bootstrap, names.verdicts)
-        redis = summarize_commandstats(stats, timing.records)
+        redis = summarize_commandstats(stats, timing.records, self.events)
         name = "processor x1 (process)" if n == 1 else f"processors x{n} (processes)"
         return self.add_candidate(
             name,
@@ -432,7 +494,43 @@ class Bench:
             await self.part("latency", self.latency())
         if "memory" in parts:
             await self.part("memory", self.memory())
+        self.report["summary"] = self.summary()
         return self.report
+
+    def summary(self) -> dict:
+        """The figures a before/after comparison reads: one-process throughput and Redis time per event."""
+        rows = {c["name"]: c for c in self.report["throughput"] if "events_per_s" in c}
+        inproc = rows.get("processor", {})
+        one = rows.get("processor x1 (process)", {})
+        redis = self.report.get("redis", {})
+        return {
+            "data": "plans" if self.args.plans else "plain",
+            "processor_reads_policies": self.report.get("policies", {}).get("processor_reads_policies"),
+            "events": self.events,
+            "processor_events_per_s": inproc.get("events_per_s"),
+            "processor_ratio_to_ceiling": inproc.get("ratio_to_ceiling"),
+            "processor_cpu_us_per_event": inproc.get("cpu_us_per_event"),
+            "redis_usec_per_event": redis.get("redis_usec_per_event"),
+            "redis_usec_per_input_event": redis.get("redis_usec_per_input_event"),
+            "redis_value_bytes_per_user_key": (redis.get("state") or {}).get("value_bytes_per_user_key"),
+            "redis_memory_usage_per_user_key": (redis.get("state") or {}).get("memory_usage_per_user_key"),
+            "decisions_by_reason": self.report.get("decisions"),
+            "one_process_events_per_s": one.get("events_per_s"),
+            "one_process_redis_usec_per_event": one.get("redis_usec_per_event"),
+            "ceiling_events_per_s": self.report.get("ceiling_events_per_s"),
+            "note": "processor = in-process run (part processor); one_process = python -m processor "
+            "(part scaling); Redis time = INFO commandstats evalsha usec / verdicts",
+        }
+
+
+def processor_has_policies() -> bool:
+    """Whether the processor package in use (this tree's) has policies (issue 13).
+
+    Looked up as a file of the package, not by import: the project's editable install would
+    find a missing submodule in the main checkout when this runs in a worktree of an old commit.
+    """
+    spec = importlib.util.find_spec("processor")
+    return bool(spec and spec.origin) and (Path(spec.origin).parent / "policies.py").is_file()
 
 
 def slope(series: list[tuple[float, float]]) -> float:
@@ -452,6 +550,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="small and short: 50k events, 5k users, 5 s rates, 30 s memory"
     )
     p.add_argument("--events", type=int, help="events in the throughput data set (default 500000)")
+    p.add_argument(
+        "--plans",
+        action="store_true",
+        help="same throughput data, but half of the users carry plan and deviceClass, and the plan "
+        "policies are written to the run's policies topic first",
+    )
     p.add_argument("--users", type=int, help="users in the data set (default 50000)")
     p.add_argument("--latency-seconds", type=float, help="seconds per offered rate (default 15)")
     p.add_argument(
@@ -528,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                         "memory_rate": args.memory_rate,
                         "parts": args.only,
                         "partitions": PARTITIONS,
+                        "plans": args.plans,
                     },
                     "method": "throughput = output records / (last - first LogAppendTime of the candidate's "
                     "output "
