@@ -240,7 +240,13 @@ class LeaseStore:
     def _leases_at(state: dict | None, at: int) -> dict[str, dict]:
         leases = (state or {}).get("l") or {}  # cmsgpack packs an empty table as a list
         return {
-            sid: {"expiresAt": lease["e"], "deviceId": lease.get("d"), "contentId": lease.get("t")}
+            sid: {
+                "expiresAt": lease["e"],
+                "deviceId": lease.get("d"),
+                "deviceClass": lease.get("k"),
+                "contentId": lease.get("t"),
+                "startedAt": lease.get("s"),
+            }
             for sid, lease in leases.items()
             if lease["e"] > at
         }
