@@ -2,7 +2,13 @@
 
 The property tests hold the Lua script equal to it, and the simulator checks every
 verdict it receives against it. It is written for clarity, not speed, and knows nothing
-about Kafka or Redis: feed it events in log order with their record timestamps.
+about Kafka or Redis: feed it events in log order with their record timestamps, each with
+the policy the processor resolved for it (`processor.policies.PolicyTable.resolve`).
+
+Sections of the contract it follows: "Lease rules", "Policies" (limits by plan, user and
+device class), "Deny advice" and "Terminate"; the points the contract leaves open as the
+issue-13 build spec fixes them (a limit of 0 admits nothing, the class cap is applied before
+the total, "oldest" = earliest start, then created first).
 """
 
 from __future__ import annotations
@@ -11,12 +17,31 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from processor import rules
+from processor.policies import Policy
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One active lease that blocks a denied start (deny advice); None where unknown."""
+
+    session_id: str
+    device_id: str | None
+    device_class: str | None
+    content_id: str | None
+    started_at: int | None
+    lease_expires_at: int
 
 
 @dataclass(frozen=True)
 class Decision:
     """What the contract calls for. With code rules.EVENT_ID_CONFLICT it is no verdict: the
-    event goes to the DLQ with error `event_id_conflict` (`dead_letter`), other fields neutral."""
+    event goes to the DLQ with error `event_id_conflict` (`dead_letter`), other fields neutral.
+
+    `evicted` names the leases the event removed from elsewhere, in the order removed: the
+    evicted ones of a start (`revoke`/`evicted`), the target of a terminate
+    (`revoke`/`terminated`). `conflicts` is set on advice denies only (`limit_exceeded`,
+    `device_class_limit`), oldest start first; `policy_kind` is the applied policy's kind.
+    """
 
     code: int
     active_streams: int
@@ -24,6 +49,8 @@ class Decision:
     lease_expires_at: int | None
     decided_at: int
     evicted: tuple[str, ...] = ()
+    policy_kind: str = "d"
+    conflicts: tuple[Conflict, ...] | None = None
 
     @property
     def dead_letter(self) -> str | None:
@@ -38,21 +65,35 @@ class Decision:
     def reason(self) -> str:
         return _LABELS[self.code][1]
 
+    @property
+    def next_free_at(self) -> int | None:
+        """The advice's `nextFreeAt`: the earliest expiry among the conflicts (None if none)."""
+        if not self.conflicts:
+            return None
+        return min(c.lease_expires_at for c in self.conflicts)
+
 
 _LABELS = {**rules.OUTCOMES, rules.EVENT_ID_CONFLICT: ("dead_letter", rules.EVENT_ID_CONFLICT_ERROR)}
 CONFLICT = Decision(rules.EVENT_ID_CONFLICT, 0, 0, None, 0)
 
-# What an eventId names: the event's type, sessionId and targetSessionId ('' until the
-# model knows terminate events). The same eventId with another identity is a conflict.
+# What an eventId names: the event's type, sessionId and targetSessionId (a terminate's;
+# '' for the other types, which ignore the field). The same eventId with another identity
+# is a conflict.
 Identity = tuple[str, str, str]
 
 
 @dataclass
 class Lease:
     expires_at: int
-    seq: int  # creation order: the lowest is the oldest lease
+    seq: int  # creation order: among equal start times, the lowest is the oldest lease
     device_id: str | None = None
     content_id: str | None = None
+    device_class: str | None = None  # the deviceClass of its start, never changed
+    started_at: int | None = None  # the event time of its start, never changed
+
+    def age_key(self) -> tuple[int, int]:
+        """Sort key for "oldest": earliest start, then created first."""
+        return (self.started_at if self.started_at is not None else -1, self.seq)
 
 
 @dataclass
@@ -63,6 +104,22 @@ class UserState:
     # eventId -> (the event it names, its first decision), oldest first, the most recent only
     seen: OrderedDict[str, tuple[Identity, Decision]] = field(default_factory=OrderedDict)
 
+    def oldest_first(self) -> list[str]:
+        """The user's leases, oldest start first."""
+        return sorted(self.leases, key=lambda sid: self.leases[sid].age_key())
+
+    def of_class(self, device_class: str) -> list[str]:
+        """The user's leases started with `device_class`, oldest start first."""
+        return [sid for sid in self.oldest_first() if self.leases[sid].device_class == device_class]
+
+    def conflicts(self, sids: list[str]) -> tuple[Conflict, ...]:
+        return tuple(
+            Conflict(
+                sid, lease.device_id, lease.device_class, lease.content_id, lease.started_at, lease.expires_at
+            )
+            for sid, lease in ((sid, self.leases[sid]) for sid in sids)
+        )
+
 
 class ReferenceModel:
     def __init__(
@@ -72,6 +129,8 @@ class ReferenceModel:
         policy: str = "reject",
         event_id_memory: int = 16,
     ) -> None:
+        """`max_streams` and `policy` (the overflow policy) are the settings: the policy of
+        an event given none (no user, plan or default record), reported as kind 'd'."""
         if policy not in rules.POLICIES:
             raise ValueError(f"unknown overflow policy {policy!r}")
         self.max_streams = max_streams
@@ -79,6 +138,9 @@ class ReferenceModel:
         self.policy = policy
         self.event_id_memory = event_id_memory
         self.users: dict[str, UserState] = {}
+
+    def settings_policy(self) -> Policy:
+        return Policy("d", self.max_streams, self.policy == "evict_oldest", {})
 
     def apply(
         self,
@@ -89,73 +151,130 @@ class ReferenceModel:
         event_id: str | None = None,
         device_id: str | None = None,
         content_id: str | None = None,
+        *,
+        policy: Policy | None = None,
+        device_class: str | None = None,
+        target_session_id: str | None = None,
     ) -> Decision:
-        """Decide one event. An eventId the user remembers names one event: the same
-        (type, sessionId) again is a duplicate and gets the first decision; another one is a
-        conflict (CONFLICT, for the DLQ). Neither changes anything.
+        """Decide one event under `policy` (None: the settings). An eventId the user
+        remembers names one event: the same (type, sessionId, and for a terminate its
+        targetSessionId) again is a duplicate and gets the first decision, whatever the
+        policy now; another one is a conflict (CONFLICT, for the DLQ). Neither changes anything.
 
         The user remembers its `event_id_memory` most recent eventIds; a lowered setting
         forgets the oldest ones from the user's next event on (a processor restarted with it).
         """
+        if event_type not in ("start", "heartbeat", "stop", "terminate"):
+            raise ValueError(f"unknown event type {event_type!r}")
+        if event_type == "terminate" and target_session_id is None:
+            raise ValueError("a terminate needs its targetSessionId")
         user = self.users.setdefault(user_id, UserState())
         while len(user.seen) > self.event_id_memory:
             user.seen.popitem(last=False)
-        identity: Identity = (event_type, session_id, "")
+        target = target_session_id if event_type == "terminate" else None
+        identity: Identity = (event_type, session_id, target or "")
         if event_id is not None and event_id in user.seen:
             first_identity, first = user.seen[event_id]
             return first if first_identity == identity else CONFLICT
 
+        if policy is None:
+            policy = self.settings_policy()
         now = max(timestamp_ms, user.clock)
         user.clock = now
         for sid in [sid for sid, lease in user.leases.items() if lease.expires_at <= now]:
-            del user.leases[sid]
+            del user.leases[sid]  # expired leases never count
         leases = user.leases
         evicted: list[str] = []
-        lease = leases.get(session_id)
+        conflicts: tuple[Conflict, ...] | None = None
 
         if event_type == "start":
-            if lease is not None:
-                lease.expires_at = now + self.lease_ttl_ms
-                code = rules.ALREADY_ACTIVE
-            elif len(leases) < self.max_streams or self.policy == "evict_oldest":
-                while len(leases) >= self.max_streams:
-                    oldest = min(leases, key=lambda sid: leases[sid].seq)
-                    del leases[oldest]
-                    evicted.append(oldest)
-                user.seq += 1
-                leases[session_id] = Lease(now + self.lease_ttl_ms, user.seq, device_id, content_id)
-                code = rules.STARTED
-            else:
-                code = rules.LIMIT_EXCEEDED
+            code, conflicts = self._start(
+                user, session_id, now, policy, evicted, device_id, content_id, device_class
+            )
         elif event_type == "heartbeat":
-            if lease is not None:
-                lease.expires_at = now + self.lease_ttl_ms
+            if session_id in leases:
+                leases[session_id].expires_at = now + self.lease_ttl_ms
                 code = rules.RENEWED
             else:
                 code = rules.NO_LEASE
         elif event_type == "stop":
-            if lease is not None:
+            if session_id in leases:
                 del leases[session_id]
                 code = rules.STOPPED
             else:
                 code = rules.NOT_ACTIVE
-        else:
-            raise ValueError(f"unknown event type {event_type!r}")
+        else:  # terminate: ends the target session; the requester needs no lease
+            assert target is not None
+            if target in leases:
+                del leases[target]
+                evicted.append(target)  # its revoke verdict says `terminated`
+                code = rules.TERMINATED
+            else:
+                code = rules.NOT_ACTIVE
 
-        held = leases.get(session_id)
+        held = leases.get(session_id) if code in rules.HOLDS_LEASE else None
         decision = Decision(
             code=code,
             active_streams=len(leases),
-            max_streams=self.max_streams,
+            max_streams=policy.max_streams,
             lease_expires_at=held.expires_at if held is not None else None,
             decided_at=now,
             evicted=tuple(evicted),
+            policy_kind=policy.kind,
+            conflicts=conflicts,
         )
         if event_id is not None:
             user.seen[event_id] = (identity, decision)
             while len(user.seen) > self.event_id_memory:
                 user.seen.popitem(last=False)
         return decision
+
+    def _start(
+        self,
+        user: UserState,
+        session_id: str,
+        now: int,
+        policy: Policy,
+        evicted: list[str],
+        device_id: str | None,
+        content_id: str | None,
+        device_class: str | None,
+    ) -> tuple[int, tuple[Conflict, ...] | None]:
+        """(code, conflicts) of a start; evictions are removed and appended to `evicted`."""
+        leases = user.leases
+        if session_id in leases:  # always allowed; renews only (not its class, start or ids)
+            leases[session_id].expires_at = now + self.lease_ttl_ms
+            return rules.ALREADY_ACTIVE, None
+
+        # A denied start changes nothing (the rule table: a deny's effect is "none"), so the
+        # leases to evict are chosen first and removed only once the start is admitted.
+        victims: list[str] = []
+        # 1. The class cap, checked first: only for an event naming a class its policy caps.
+        cap = policy.classes.get(device_class) if device_class is not None else None
+        if cap is not None:
+            same_class = user.of_class(device_class)
+            if len(same_class) >= cap:
+                if not policy.evict or cap == 0:  # a cap of 0 admits nothing, evicting or not
+                    return rules.DEVICE_CLASS_LIMIT, user.conflicts(same_class)
+                victims += same_class[: len(same_class) - cap + 1]  # the oldest of the class
+
+        # 2. The total limit, over the leases the class step leaves.
+        if len(leases) - len(victims) >= policy.max_streams:
+            if not policy.evict or policy.max_streams == 0:  # a limit of 0 admits nothing
+                return rules.LIMIT_EXCEEDED, user.conflicts(user.oldest_first())
+            others = [sid for sid in user.oldest_first() if sid not in victims]
+            victims += others[: len(leases) - len(victims) - policy.max_streams + 1]
+
+        for sid in victims:  # in the order removed: the class's, then the total's
+            del leases[sid]
+            evicted.append(sid)
+
+        # 3. Room: the lease keeps the start's deviceClass and start time.
+        user.seq += 1
+        leases[session_id] = Lease(
+            now + self.lease_ttl_ms, user.seq, device_id, content_id, device_class, now
+        )
+        return rules.STARTED, None
 
     def active_leases(self, user_id: str, now: int | None = None) -> dict[str, int]:
         """Session id -> expiry of the user's leases active at `now` (default: the user's clock)."""
@@ -164,3 +283,9 @@ class ReferenceModel:
             return {}
         at = user.clock if now is None else now
         return {sid: lease.expires_at for sid, lease in user.leases.items() if lease.expires_at > at}
+
+    def lease(self, user_id: str, session_id: str) -> Lease | None:
+        """The user's lease of `session_id` active at the user's clock, if any."""
+        user = self.users.get(user_id)
+        held = user.leases.get(session_id) if user is not None else None
+        return held if held is not None and held.expires_at > user.clock else None

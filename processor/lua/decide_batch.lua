@@ -10,7 +10,7 @@
 -- ARGV[6]     last offset of the batch, dead-lettered records included (becomes `applied`)
 -- ARGV[7]     idle user key TTL ms ARGV[8] eventIds remembered per user
 -- ARGV[9]     the events, JSON, offsets ascending: [[offset, type, sessionId, record
---             timestamp ms, eventId ('' = none), deviceId ('' = none), contentId ('' = none),
+--             timestamp ms, eventId ('' = none), deviceId (null = none), contentId (null = none),
 --             targetSessionId ('' = none), deviceClass ('' = none), policy number], ...]
 -- ARGV[10]    the batch's policies, JSON: [[kind, maxStreams, evict (0|1), {class = cap}], ...]
 --             (kind 'u' user, 'p' plan, 'd' default or settings); an event's policy number is
@@ -63,6 +63,7 @@ local policies = ARGV[10] and cjson.decode(ARGV[10]) or {}
 local SETTINGS_POLICY = {'d', max_streams, evict and 1 or 0, {}}
 
 local find, sub, byte, format = string.find, string.sub, string.byte, string.format
+local NULL = cjson.null
 local CONFLICT = '[8]'
 local SCAN = 32      -- session lists up to this long are scanned; longer ones get an index
 local SLACK = 8      -- sessions no entry names any more, kept until there are this many
@@ -330,8 +331,8 @@ for n, ev in ipairs(events) do
           if code == nil then
             s.q = s.q + 1
             local new = {e = now + ttl, q = s.q, s = now}
-            if ev[6] ~= '' then new.d = ev[6] end
-            if ev[7] ~= '' then new.t = ev[7] end
+            if ev[6] ~= NULL then new.d = ev[6] end -- '' is a deviceId too; null is none
+            if ev[7] ~= NULL then new.t = ev[7] end
             if class ~= '' then new.k = class end
             leases[sid] = new
             active = active + 1

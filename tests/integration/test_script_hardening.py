@@ -30,8 +30,10 @@ def rules(memory: int = 16, policy: str = "reject") -> Rules:
     )
 
 
-def ev(kind: str, session: str, event_id: str | None, user: str = "u") -> DecodedEvent:
-    return DecodedEvent(kind, user, session, event_id, "tv", None)
+def ev(
+    kind: str, session: str, event_id: str | None, user: str = "u", target: str | None = None
+) -> DecodedEvent:
+    return DecodedEvent(kind, user, session, event_id, "tv", None, target)
 
 
 class Partition:
@@ -113,6 +115,17 @@ async def test_a_conflict_within_one_batch_and_the_eventids_of_other_users_are_a
     assert [r.code for r in got] == [codes.STARTED, codes.EVENT_ID_CONFLICT, codes.STARTED]
 
 
+async def test_a_terminate_names_its_target_too(part) -> None:
+    await part.decide([ev("start", "s1", None), ev("start", "s2", None)])
+    [first] = await part.decide([ev("terminate", "phone", "e1", target="s1")])
+    assert first.code == codes.TERMINATED
+    # Another target under e1 is another event; the same target again is a duplicate.
+    assert await part.decide([ev("terminate", "phone", "e1", target="s2")]) == [CONFLICT]
+    assert await part.decide([ev("terminate", "phone", "e1", target="s1")]) == [first]
+    assert await part.decide([ev("stop", "phone", "e1")]) == [CONFLICT]
+    assert await part.leases() == {"s2"}
+
+
 async def test_a_replayed_conflict_whose_result_was_trimmed_gets_no_result_not_the_first_events(part) -> None:
     started, conflict = await part.decide([ev("start", "s1", "e1"), ev("stop", "s1", "e1")])
     assert conflict == CONFLICT
@@ -191,7 +204,7 @@ async def test_fingerprints_of_forgotten_event_ids_are_dropped_and_the_rest_tell
         assert [r.code for r in got] == [d.code for d in want]
         assert got[5] == got[4] and got[6] == CONFLICT
         state = await part.state()
-        assert len(state["i"]) == 4 and len(state["f"]) <= 4 + 8
+        assert len(state["i"]) == 4 and len(state["x"]) == 8 and len(state["f"]) <= 4 + 8
         assert sorted(state["l"]) == sorted(model.active_leases("u"))
 
 

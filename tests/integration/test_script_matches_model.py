@@ -1,4 +1,11 @@
-"""The Lua script, run by real Redis, equals the pure-Python reference model of the contract."""
+"""The Lua script, run by real Redis, equals the pure-Python reference model of the contract.
+
+Random event sequences (start, heartbeat, stop, terminate; plans and device classes; reused
+and re-sent eventIds; late records) under a random policy table per batch (the settings, a
+`default` record, plan and user policies with class caps, both overflow policies, limits
+including 0). Each event's policy is resolved here from the contract's words, given to the
+script (`policies=`) and to the model (None for the settings: its own).
+"""
 
 from __future__ import annotations
 
@@ -12,42 +19,99 @@ from redis.asyncio import Redis
 
 from processor import rules as codes
 from processor.lease_store import LeaseStore, Result, Rules
-from processor.reference_model import ReferenceModel
+from processor.policies import Policy
+from processor.reference_model import Decision, ReferenceModel
 from processor.wire import DecodedEvent
 
-# (type, user, session, timestamp step, eventId, resend): a few eventIds, so that they are
-# reused, mostly for other events (conflicts); `resend` k > 0 re-sends the k-th previous
-# event instead, same eventId and all (an upstream duplicate, or a new event beyond memory).
+MAX_STREAMS = 3  # the settings: MAX_STREAMS, and OVERFLOW_POLICY drawn per example
+SESSIONS = ["s1", "s2", "s3", "s4", "s5"]
+
+# (type, user, session, timestamp step, eventId, resend, target, plan, deviceClass,
+# (deviceId, contentId)): a few eventIds, so that they are reused, mostly for other events
+# (conflicts); `resend` k > 0 re-sends the k-th previous event instead, same eventId and all
+# (an upstream duplicate, or a new event beyond memory). `target` is the targetSessionId of a
+# terminate (the decoder gives other types none).
 event = st.tuples(
-    st.sampled_from(["start", "start", "heartbeat", "stop"]),
+    st.sampled_from(["start", "start", "start", "heartbeat", "stop", "terminate"]),
     st.sampled_from(["u1", "u2"]),
-    st.sampled_from(["s1", "s2", "s3", "s4", "s5"]),
+    st.sampled_from(SESSIONS),
     st.integers(min_value=-20_000, max_value=60_000),  # late events included
     st.one_of(st.none(), st.sampled_from([f"e{i}" for i in range(12)])),
     st.sampled_from([0, 0, 0, 1, 2, 5]),
+    st.sampled_from(SESSIONS),
+    st.sampled_from([None, "gold", "basic"]),
+    st.sampled_from(["tv", "tv", "mobile", "web", None]),
+    st.sampled_from([("dev-1", None), (None, "c-1"), ("dev-2", "c-2"), (None, None)]),  # "": below
 )
 # eventIds remembered per user, per batch: as if the processor restarted with another setting
 memory = st.sampled_from([1, 2, 4, 40])
+# One policy record's value: (maxStreams, overflow or None for OVERFLOW_POLICY, deviceClasses)
+policy_value = st.tuples(
+    st.sampled_from([0, 1, 2, 2, 3, 4]),
+    st.sampled_from([None, "reject", "evict_oldest"]),
+    st.dictionaries(
+        st.sampled_from(["tv", "mobile", "web"]), st.integers(min_value=0, max_value=3), max_size=3
+    ),
+)
+# The policies topic as the processor holds it while deciding a batch (key -> value).
+policy_table = st.fixed_dictionaries(
+    {}, optional={key: policy_value for key in ("default", "plan:gold", "plan:basic", "user:u1", "user:u2")}
+)
 
 
-def expected(decision) -> Result:
+def resolve(table: dict[str, Policy], settings: Policy, user_id: str, plan: str | None) -> Policy:
+    """Contract, Policies: `user:<userId>` if that exists, else `plan:<plan>` if the event
+    names a plan and that exists, else `default` if that exists, else the settings."""
+    if f"user:{user_id}" in table:
+        return table[f"user:{user_id}"]
+    if plan is not None and f"plan:{plan}" in table:
+        return table[f"plan:{plan}"]
+    return table.get("default", settings)
+
+
+def policies_of(records: dict[str, tuple], overflow: str) -> dict[str, Policy]:
+    kinds = {"default": "d", "plan": "p", "user": "u"}
+    return {
+        key: Policy(kinds[key.split(":")[0]], limit, (over or overflow) == "evict_oldest", dict(classes))
+        for key, (limit, over, classes) in records.items()
+    }
+
+
+def identity(ev: DecodedEvent) -> tuple:
+    """The event an eventId names (contract: its type, sessionId and targetSessionId)."""
+    return (ev.user_id, ev.event_id, ev.type, ev.session_id, ev.target_session_id)
+
+
+def normal(r: Result) -> tuple:
+    """A result as compared: an empty list (or a script's empty table) equals none."""
+    conflicts = [list(c) for c in (r.conflicts or [])]
+    return (r.code, r.active, r.max_streams, r.expires_at, r.now, list(r.evicted or []), r.policy, conflicts)
+
+
+def expected(decision: Decision) -> Result:
     if decision.code == codes.EVENT_ID_CONFLICT:
         return Result(decision.code)
-    out = [
+    conflicts = None
+    if decision.conflicts is not None:
+        conflicts = [
+            [c.session_id, c.device_id, c.device_class, c.content_id, c.started_at, c.lease_expires_at]
+            for c in decision.conflicts
+        ]
+    return Result(
         decision.code,
         decision.active_streams,
         decision.max_streams,
         decision.lease_expires_at or 0,
         decision.decided_at,
-    ]
-    if decision.evicted:
-        out.append(list(decision.evicted))
-    return Result(*out)
+        list(decision.evicted),
+        decision.policy_kind,
+        conflicts,
+    )
 
 
 def rules_with(policy: str, event_id_memory: int) -> Rules:
     return Rules(
-        max_streams=3,
+        max_streams=MAX_STREAMS,
         lease_ttl_ms=90_000,
         overflow_policy=policy,
         event_id_memory=event_id_memory,
@@ -55,63 +119,131 @@ def rules_with(policy: str, event_id_memory: int) -> Rules:
     )
 
 
-async def run_both(redis_url: str, policy: str, batches: list[tuple[int, list[tuple]]]) -> None:
+def decided(model: ReferenceModel, ts: int, ev: DecodedEvent, policy: Policy | None) -> Result:
+    decision = model.apply(
+        ev.user_id, ev.session_id, ev.type, ts, ev.event_id, ev.device_id, ev.content_id,
+        policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
+    )  # fmt: skip
+    return expected(decision)
+
+
+def labels(want: list[Result]) -> None:
+    got = {r.code for r in want}
+    for code, name in [
+        (codes.EVENT_ID_CONFLICT, "a conflict"),
+        (codes.DEVICE_CLASS_LIMIT, "a class deny"),
+        (codes.LIMIT_EXCEEDED, "a limit deny"),
+        (codes.TERMINATED, "a terminate"),
+    ]:
+        if code in got:
+            label(f"a batch with {name}")
+    if any(r.evicted and r.code == codes.STARTED for r in want):
+        label("a batch with an eviction")
+
+
+async def run_both(redis_url: str, overflow: str, batches: list[tuple[int, dict, list[tuple]]]) -> None:
     redis = Redis.from_url(redis_url)
     try:
         topic = f"prop-{uuid.uuid4().hex}"
-        claim = await LeaseStore(redis, topic, rules_with(policy, 4)).claim(0)
-        model = ReferenceModel(3, 90_000, policy, event_id_memory=4)
+        claim = await LeaseStore(redis, topic, rules_with(overflow, 4)).claim(0)
+        model = ReferenceModel(MAX_STREAMS, 90_000, overflow, event_id_memory=4)
+        settings_policy = Policy("d", MAX_STREAMS, overflow == "evict_oldest")
         offset, clock = 0, 1_700_000_000_000
         sent: list[DecodedEvent] = []
         history: list[tuple[tuple[int, int, DecodedEvent], Result]] = []
-        for event_id_memory, batch in batches:
-            store = LeaseStore(redis, topic, rules_with(policy, event_id_memory))
+        for event_id_memory, records, batch in batches:
+            store = LeaseStore(redis, topic, rules_with(overflow, event_id_memory))
             model.event_id_memory = event_id_memory
-            events = []
-            for kind, user, session, step, event_id, resend in batch:
+            table = policies_of(records, overflow)
+            events, policies = [], []
+            for kind, user, session, step, event_id, resend, target, plan, device_class, ids in batch:
                 clock += step
-                ev = DecodedEvent(kind, user, session, event_id, "tv", None)
+                ev = DecodedEvent(
+                    kind, user, session, event_id, *ids,
+                    target if kind == "terminate" else None, plan, device_class,
+                )  # fmt: skip
                 if resend and len(sent) >= resend and sent[-resend].event_id is not None:
                     ev = sent[-resend]
                 sent.append(ev)
                 events.append((offset, clock, ev))
+                policies.append(resolve(table, settings_policy, ev.user_id, ev.plan))
                 offset += 1
             committed = events[0][0]  # earlier results are trimmed as the processor commits
-            got = await store.decide(0, claim.epoch, committed, offset - 1, events)
+            got = await store.decide(0, claim.epoch, committed, offset - 1, events, policies=policies)
             want = [
-                expected(model.apply(ev.user_id, ev.session_id, ev.type, ts, ev.event_id, ev.device_id))
-                for _, ts, ev in events
+                decided(model, ts, ev, None if policy is settings_policy else policy)
+                for (_, ts, ev), policy in zip(events, policies, strict=True)
             ]
-            assert got == want
-            if codes.EVENT_ID_CONFLICT in [r.code for r in want]:
-                label("a batch with a conflict")
+            assert [normal(r) for r in got] == [normal(r) for r in want], mismatch(
+                events, policies, got, want
+            )
+            labels(want)
             # A replay of the same batch changes nothing and answers the same.
-            assert await store.decide(0, claim.epoch, committed, offset - 1, events) == want
+            again = await store.decide(0, claim.epoch, committed, offset - 1, events, policies=policies)
+            assert [normal(r) for r in again] == [normal(r) for r in want]
             history += zip(events, want, strict=True)
         known = [(ev.user_id, ev.event_id) for (_, _, ev), _ in history if ev.event_id is not None]
         reused = len(known) - len(set(known))
         label(f"reused eventIds: {'none' if reused == 0 else '1-4' if reused < 5 else '5 or more'}")
-        label(f"memories used: {len({m for m, _ in batches})}")
         for user in ("u1", "u2"):
             leases = await store.active_leases(0, user)
             assert {sid: lease["expiresAt"] for sid, lease in leases.items()} == model.active_leases(user)
         # A rewound group: offsets whose results were trimmed answer from the eventId memory
         # with a result of the same event (never another event's), else [0].
         replay = await store.decide(0, claim.epoch, offset, offset - 1, [ev for ev, _ in history])
-        results_of: dict[DecodedEvent, list[Result]] = {}
+        results_of: dict[tuple, list[tuple]] = {}  # by what an eventId names, not deviceClass or plan
         for (_, _, ev), first in history:
             if ev.event_id is not None and first.code != codes.EVENT_ID_CONFLICT:
-                results_of.setdefault(ev, []).append(first)
+                results_of.setdefault(identity(ev), []).append(normal(first))
         for ((_, _, ev), first), again in zip(history, replay, strict=True):
-            assert again in [first, Result(0), *results_of.get(ev, [])], (ev, first, again)
+            allowed = [normal(first), normal(Result(0)), *results_of.get(identity(ev), [])]
+            assert normal(again) in allowed, (ev, first, again)
     finally:
         await redis.aclose()
 
 
+def mismatch(events: list, policies: list[Policy], got: list[Result], want: list[Result]) -> str:
+    lines = ["script != model, first differences:"]
+    for (offset, ts, ev), policy, g, w in zip(events, policies, got, want, strict=True):
+        if normal(g) != normal(w):
+            lines.append(f"  @{offset} ts={ts} {ev} policy={policy}\n    script={g}\n    model ={w}")
+    return "\n".join(lines[:6])
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    batches=st.lists(st.tuples(memory, st.lists(event, min_size=1, max_size=12)), min_size=1, max_size=6),
-    policy=st.sampled_from(["reject", "evict_oldest"]),
+    batches=st.lists(
+        st.tuples(memory, policy_table, st.lists(event, min_size=1, max_size=12)), min_size=1, max_size=6
+    ),
+    overflow=st.sampled_from(["reject", "evict_oldest"]),
 )
-def test_script_decisions_equal_the_reference_model_for_random_event_sequences(redis_url, batches, policy):
-    asyncio.run(run_both(redis_url, policy, batches))
+def test_script_decisions_equal_the_reference_model_for_random_event_sequences(redis_url, batches, overflow):
+    asyncio.run(run_both(redis_url, overflow, batches))
+
+
+async def empty_ids_in_the_advice(redis_url: str) -> tuple[list[Result], list[Result]]:
+    redis = Redis.from_url(redis_url)
+    try:
+        store = LeaseStore(redis, f"prop-{uuid.uuid4().hex}", rules_with("reject", 4))
+        claim = await store.claim(0)
+        model = ReferenceModel(MAX_STREAMS, 90_000, "reject", event_id_memory=4)
+        zero = Policy("d", 0, False)
+        events = [
+            (0, 1_700_000_000_000, DecodedEvent("start", "u1", "s1", None, "", "", None, None, "tv")),
+            (1, 1_700_000_000_001, DecodedEvent("start", "u1", "s2", None, "dev-2", None, None, None, "tv")),
+        ]
+        got = await store.decide(0, claim.epoch, 0, 1, events, policies=[Policy("d", 3, False), zero])
+        want = [
+            decided(model, ts, ev, policy) for (_, ts, ev), policy in zip(events, [None, zero], strict=True)
+        ]
+        return got, want
+    finally:
+        await redis.aclose()
+
+
+def test_an_empty_device_id_and_content_id_are_kept_with_the_lease_and_shown_in_the_advice(redis_url):
+    # Contract: deviceId, contentId are optional strings (so "" is one), "kept with the
+    # lease, shown in listings and advice"; the advice has null only "where unknown".
+    got, want = asyncio.run(empty_ids_in_the_advice(redis_url))
+    assert want[1].conflicts == [["s1", "", "tv", "", 1_700_000_000_000, 1_700_000_090_000]]
+    assert [normal(r) for r in got] == [normal(r) for r in want]

@@ -104,6 +104,8 @@ def test_stop_without_a_lease_is_allowed_not_active() -> None:
         ([], ("s", "heartbeat"), "reject", ("deny", "no_lease")),
         (["s"], ("s", "stop"), "reject", ("allow", "stopped")),
         ([], ("s", "stop"), "reject", ("allow", "not_active")),
+        (["s"], ("s", "terminate"), "reject", ("allow", "terminated")),
+        (["a"], ("s", "terminate"), "reject", ("allow", "not_active")),
     ],
 )
 def test_rule_table_row(
@@ -112,7 +114,8 @@ def test_rule_table_row(
     m = model(policy)
     for i, sid in enumerate(setup):
         m.apply("u", sid, "start", T0 + i)
-    d = m.apply("u", event[0], event[1], T0 + 1000)
+    target = "s" if event[1] == "terminate" else None
+    d = m.apply("u", event[0], event[1], T0 + 1000, target_session_id=target)
     assert (d.decision, d.reason) == expected
     assert rules.OUTCOMES[d.code] == expected
 

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from processor import rules
+from processor.lease_store import Result
 from processor.tokens import HS256Signer
 from processor.verdicts import build_verdicts, event_identity
 from processor.wire import DecodedEvent, Verdict
@@ -30,7 +31,9 @@ CONTRACT_KEYS = {
     "leaseExpiresAt",
     "decidedAt",
     "token",
+    "policy",
 }
+ADVICE_KEYS = {"conflicts", "nextFreeAt"}  # on limit_exceeded / device_class_limit denies only
 
 # (event type, result code, decision, reason, holds a lease / gets a token) -- the contract's table.
 RULE_TABLE = [
@@ -41,13 +44,24 @@ RULE_TABLE = [
     ("heartbeat", rules.NO_LEASE, "deny", "no_lease", False),
     ("stop", rules.STOPPED, "allow", "stopped", False),
     ("stop", rules.NOT_ACTIVE, "allow", "not_active", False),
+    ("start", rules.DEVICE_CLASS_LIMIT, "deny", "device_class_limit", False),
+    ("terminate", rules.TERMINATED, "allow", "terminated", False),
+    ("terminate", rules.NOT_ACTIVE, "allow", "not_active", False),
 ]
 
 
 def ev(
-    kind: str = "start", user: str = "u-42", session: str = "s-1", event_id: str | None = "e-1"
+    kind: str = "start",
+    user: str = "u-42",
+    session: str = "s-1",
+    event_id: str | None = "e-1",
+    target: str | None = None,
+    plan: str | None = None,
+    device_class: str | None = None,
 ) -> DecodedEvent:
-    return DecodedEvent(kind, user, session, event_id, "tv", None)
+    if kind == "terminate" and target is None:
+        target = "s-target"
+    return DecodedEvent(kind, user, session, event_id, "tv", None, target, plan, device_class)
 
 
 def result(code: int, active: int = 1, max_streams: int = 3, expires: int = EXPIRES, now: int = NOW) -> list:
@@ -81,6 +95,8 @@ def test_each_result_code_yields_the_contract_decision_reason_and_token_rule(
 def test_result_codes_cover_exactly_the_contract_table() -> None:
     assert set(rules.OUTCOMES) == {code for _, code, *_ in RULE_TABLE}
     assert rules.HOLDS_LEASE == {code for _, code, _, _, holds in RULE_TABLE if holds}
+    assert rules.ADVISED == {rules.LIMIT_EXCEEDED, rules.DEVICE_CLASS_LIMIT}
+    assert (rules.TERMINATED, rules.DEVICE_CLASS_LIMIT) == (9, 10)
 
 
 @pytest.mark.parametrize(("kind", "code"), [("start", rules.STARTED), ("heartbeat", rules.RENEWED)])
@@ -94,9 +110,10 @@ def test_allow_token_verifies_and_names_user_session_expiry_and_verdict_id(kind:
     assert claims["jti"] == verdict["verdictId"]
 
 
-def test_verdict_carries_the_event_ids_and_exactly_the_contract_keys() -> None:
-    [verdict] = build(ev("heartbeat", user="u-7", session="s-7", event_id="e-7"), result(rules.RENEWED))
-    assert set(verdict) == CONTRACT_KEYS
+@pytest.mark.parametrize(("kind", "code"), [(k, c) for k, c, *_ in RULE_TABLE])
+def test_verdict_carries_the_event_ids_and_exactly_the_contract_keys(kind: str, code: int) -> None:
+    [verdict] = build(ev(kind, user="u-7", session="s-7", event_id="e-7"), result(code))
+    assert set(verdict) == CONTRACT_KEYS | (ADVICE_KEYS if code in rules.ADVISED else set())
     assert (verdict["userId"], verdict["sessionId"], verdict["eventId"]) == ("u-7", "s-7", "e-7")
 
 
@@ -217,3 +234,121 @@ def test_revoke_verdict_id_never_equals_another_events_verdict_id() -> None:
     revoke = build(ev(event_id="e-1"), [*result(rules.STARTED), ["s-old"]])[1]
     other = build(ev(event_id="e-1\x00revoke\x00s-old"), result(rules.STARTED))[0]
     assert revoke["verdictId"] != other["verdictId"]
+
+
+# --------------------------------------------------------------------------------------------
+# policies, deny advice, terminate (contract "Policies", "Deny advice", "Terminate")
+# --------------------------------------------------------------------------------------------
+
+# [sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt], oldest start first
+CONFLICTS = [
+    ["s-tv", "tv-livingroom", "tv", "c-1", NOW - 60_000, NOW + 50_000],
+    ["s-ph", None, "mobile", None, NOW - 30_000, NOW + 20_000],
+    ["s-old", None, None, None, None, NOW + 70_000],  # a lease from before policies: no start, no class
+]
+
+
+def deny(code: int = rules.LIMIT_EXCEEDED, conflicts: list | None = CONFLICTS, policy: str = "d") -> Result:
+    return Result(code, len(conflicts or ()), 3, 0, NOW, [], policy, conflicts)
+
+
+@pytest.mark.parametrize(
+    ("kind", "plan", "name"),
+    [
+        ("u", None, "user:u-42"),
+        ("u", "gold", "user:u-42"),
+        ("p", "gold", "plan:gold"),
+        ("d", "gold", "default"),
+    ],
+)
+def test_every_verdict_names_its_policy(kind: str, plan: str | None, name: str) -> None:
+    res = Result(rules.STARTED, 3, 4, EXPIRES, NOW, ["s-old"], kind)
+    verdicts = build(ev(plan=plan), res)
+    assert [v["policy"] for v in verdicts] == [name, name]  # the revoke too
+    assert [v["maxStreams"] for v in verdicts] == [4, 4]  # the policy's limit
+
+
+def test_a_result_without_a_policy_kind_is_the_default() -> None:
+    [verdict] = build(ev(plan="gold"), result(rules.STARTED))
+    assert verdict["policy"] == "default"
+
+
+@pytest.mark.parametrize("code", sorted(rules.ADVISED))
+def test_an_advice_deny_lists_its_conflicts_in_order_and_the_earliest_expiry(code: int) -> None:
+    [verdict] = build(ev(), deny(code))
+    assert verdict["decision"] == "deny"
+    assert verdict["conflicts"] == [
+        {"sessionId": "s-tv", "deviceId": "tv-livingroom", "deviceClass": "tv", "contentId": "c-1",
+         "startedAt": NOW - 60_000, "leaseExpiresAt": NOW + 50_000},
+        {"sessionId": "s-ph", "deviceId": None, "deviceClass": "mobile", "contentId": None,
+         "startedAt": NOW - 30_000, "leaseExpiresAt": NOW + 20_000},
+        {"sessionId": "s-old", "deviceId": None, "deviceClass": None, "contentId": None,
+         "startedAt": None, "leaseExpiresAt": NOW + 70_000},
+    ]  # fmt: skip
+    assert verdict["nextFreeAt"] == NOW + 20_000  # the earliest expiry, not the first conflict's
+    assert (verdict["leaseExpiresAt"], verdict["token"]) == (None, None)
+    Verdict.model_validate(verdict)
+
+
+@pytest.mark.parametrize("conflicts", [[], None], ids=["no-conflicts", "stored-before-advice"])
+def test_an_advice_deny_with_nothing_blocking_has_empty_conflicts_and_no_next_free_time(
+    conflicts: list | None,
+) -> None:
+    [verdict] = build(ev(), deny(rules.LIMIT_EXCEEDED, conflicts))  # e.g. maxStreams 0, no lease
+    assert (verdict["conflicts"], verdict["nextFreeAt"]) == ([], None)
+
+
+@pytest.mark.parametrize(("kind", "code"), [(k, c) for k, c, *_ in RULE_TABLE if c not in rules.ADVISED])
+def test_other_verdicts_carry_no_advice_even_if_the_result_had_some(kind: str, code: int) -> None:
+    res = Result(code, 1, 3, EXPIRES, NOW, [], "d", CONFLICTS)
+    [verdict] = build(ev(kind), res)
+    assert not ADVICE_KEYS & set(verdict)
+
+
+def test_a_redelivered_deny_carries_the_same_advice_byte_for_byte() -> None:
+    first = build_verdicts(ev(plan="gold"), deny(policy="p"), TOPIC, 0, 10, SIGNER)
+    again = build_verdicts(ev(plan="gold"), deny(policy="p"), TOPIC, 4, 800, HS256Signer(SECRET.encode()))
+    assert first == again
+
+
+def test_terminate_of_an_active_target_yields_its_verdict_then_a_terminated_revoke() -> None:
+    res = Result(rules.TERMINATED, 1, 3, 0, NOW, ["s-tv"], "u")
+    own, revoke = build(ev("terminate", session="s-phone", target="s-tv"), res)
+    assert (own["sessionId"], own["type"], own["decision"], own["reason"]) == (
+        "s-phone", "terminate", "allow", "terminated",
+    )  # fmt: skip
+    assert (own["leaseExpiresAt"], own["token"], own["activeStreams"]) == (None, None, 1)
+    assert (revoke["sessionId"], revoke["type"], revoke["decision"], revoke["reason"]) == (
+        "s-tv", "terminate", "revoke", "terminated",
+    )  # fmt: skip
+    assert (revoke["eventId"], revoke["leaseExpiresAt"], revoke["token"], revoke["policy"]) == (
+        own["eventId"], None, None, "user:u-42",
+    )  # fmt: skip
+    assert set(own) == set(revoke) == CONTRACT_KEYS
+    assert own["verdictId"] != revoke["verdictId"]
+    for verdict in (own, revoke):
+        Verdict.model_validate(verdict)
+
+
+def test_the_terminate_revoke_id_is_derived_from_the_event_identity_and_the_target() -> None:
+    res = Result(rules.TERMINATED, 0, 3, 0, NOW, ["s-tv"])
+    first = build(ev("terminate", target="s-tv"), res, partition=0, offset=1)[1]
+    again = build(ev("terminate", target="s-tv"), res, partition=7, offset=90)[1]
+    other_event = build(ev("terminate", target="s-tv", event_id="e-2"), res)[1]
+    other_target = build(ev("terminate", target="s-ph"), Result(rules.TERMINATED, 0, 3, 0, NOW, ["s-ph"]))[1]
+    assert first["verdictId"] == again["verdictId"]
+    assert len({first["verdictId"], other_event["verdictId"], other_target["verdictId"]}) == 3
+
+
+def test_terminate_of_an_unknown_target_is_one_not_active_verdict() -> None:
+    [verdict] = build(ev("terminate", target="nope"), Result(rules.NOT_ACTIVE, 2, 3, 0, NOW, []))
+    assert (verdict["decision"], verdict["reason"], verdict["sessionId"]) == ("allow", "not_active", "s-1")
+
+
+def test_revokes_of_a_start_stay_evicted() -> None:
+    res = Result(rules.STARTED, 3, 3, EXPIRES, NOW, ["s-a", "s-b"], "p")
+    _own, *revokes = build(ev(plan="gold", device_class="tv"), res)
+    assert [(r["sessionId"], r["reason"], r["policy"]) for r in revokes] == [
+        ("s-a", "evicted", "plan:gold"),
+        ("s-b", "evicted", "plan:gold"),
+    ]
