@@ -8,6 +8,11 @@ verdict to the eviction its event caused. Verdicts are deduplicated on verdictId
 identical redelivery is counted, a different content under a known verdictId is a mismatch.
 A malformed record (`expect_malformed`: a bad value, or a valid one under a key that is not
 its userId) must get no verdict: the processor dead-letters it.
+
+Each event is decided under the policy it resolves to in `policies` (a PolicyTable filled
+from the policies topic, fixed for the run; None: the settings), so every verdict's
+`policy`, `maxStreams` and deny advice (`conflicts`, `nextFreeAt`) are checked too, and a
+terminate's revoke of its target (reason `terminated`) like an eviction's.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from processor.policies import PolicyTable
 from processor.reference_model import Decision, ReferenceModel
 from processor.wire import Verdict
+from producer_sim.expect import ADVISED_REASONS, differences, main_fields, revoke_fields, wants_token
 from producer_sim.population import SimEvent
 
 MAX_EXAMPLES = 20
-_COMPARED = ("type", "decision", "reason", "activeStreams", "maxStreams", "leaseExpiresAt", "decidedAt")
 
 
 @dataclass(slots=True)
@@ -42,6 +48,7 @@ class Expected:
     kind: str
     decision: Decision
     seq: int  # position among the user's events (first send)
+    plan: str | None = None
     sends: int = 1
     acked_at: float | None = None
     main_verdict_id: str | None = None
@@ -62,8 +69,11 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 class Checker:
-    def __init__(self, model: ReferenceModel, jwt_secret: str | None = None) -> None:
+    def __init__(
+        self, model: ReferenceModel, jwt_secret: str | None = None, policies: PolicyTable | None = None
+    ) -> None:
         self.model = model
+        self.policies = policies  # set before the first expect(); fixed for the run
         self.jwt_secret = jwt_secret
         self._mac = hmac.new(jwt_secret.encode(), digestmod=hashlib.sha256) if jwt_secret else None
         self.expected: dict[str, Expected] = {}
@@ -85,7 +95,12 @@ class Checker:
         self.examples: list[dict[str, Any]] = []
         self.by_decision: Counter[str] = Counter()
         self.by_reason: Counter[str] = Counter()
+        self.by_decision_reason: Counter[tuple[str, str]] = Counter()
         self.by_kind: Counter[tuple[str, str]] = Counter()  # (user kind, decision)
+        self.by_type_reason: Counter[tuple[str, str]] = Counter()  # (type, reason) of events' own verdicts
+        self.revokes_by_reason: Counter[str] = Counter()  # revokes matched to their events
+        self.starts_by_plan: Counter[tuple[str, str]] = Counter()  # (plan or "-", reason) of start verdicts
+        self.advice_examples: dict[str, dict[str, Any]] = {}  # reason -> first correct deny with advice
         self.latencies_ms: list[float] = []
         self.latency_times: list[float] = []  # receive time of each latency sample
         self.missing: int | None = None  # set by finish()
@@ -94,9 +109,11 @@ class Checker:
     # the produce side ---------------------------------------------------------------------
     def expect(self, ev: SimEvent, record_ts: int) -> Decision:
         """Feed the event to the reference model (in produce order) and remember its verdicts."""
+        policy = self.policies.resolve(ev.user_id, ev.plan) if self.policies is not None else None
         decision = self.model.apply(
-            ev.user_id, ev.session_id, ev.type, record_ts, ev.event_id, ev.device_id, ev.content_id
-        )
+            ev.user_id, ev.session_id, ev.type, record_ts, ev.event_id, ev.device_id, ev.content_id,
+            policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
+        )  # fmt: skip
         if decision.dead_letter is not None:
             # Another event under a remembered eventId: dead-lettered (event_id_conflict), no
             # verdict of its own; the verdict under that eventId stays the first event's.
@@ -111,7 +128,7 @@ class Checker:
             return decision
         self._user_seq[ev.user_id] += 1
         self.expected[ev.event_id] = Expected(
-            ev.user_id, ev.session_id, ev.type, ev.kind, decision, self._user_seq[ev.user_id]
+            ev.user_id, ev.session_id, ev.type, ev.kind, decision, self._user_seq[ev.user_id], ev.plan
         )
         self.outstanding += 1 + len(decision.evicted)
         return decision
@@ -160,6 +177,7 @@ class Checker:
         self.unique += 1
         self.by_decision[verdict.decision] += 1
         self.by_reason[verdict.reason] += 1
+        self.by_decision_reason[(verdict.decision, verdict.reason)] += 1
 
         exp = self.expected.get(verdict.eventId)
         if exp is None:
@@ -194,24 +212,18 @@ class Checker:
         exp.main_verdict_id = verdict.verdictId
         self.outstanding -= 1
         d = exp.decision
-        want = {
-            "userId": exp.user_id,
-            "sessionId": exp.session_id,
-            "type": exp.type,
-            "decision": d.decision,
-            "reason": d.reason,
-            "activeStreams": d.active_streams,
-            "maxStreams": d.max_streams,
-            "leaseExpiresAt": d.lease_expires_at,
-            "decidedAt": d.decided_at,
-        }
-        self._compare(verdict, want)
-        wants_token = d.decision == "allow" and exp.type in ("start", "heartbeat")
-        if wants_token != (verdict.token is not None):
+        self.by_type_reason[(exp.type, verdict.reason)] += 1
+        if exp.type == "start":
+            self.starts_by_plan[(exp.plan or "-", verdict.reason)] += 1
+        right = self._compare(verdict, main_fields(exp.user_id, exp.session_id, exp.type, exp.plan, d))
+        if right and d.reason in ADVISED_REASONS and d.reason not in self.advice_examples:
+            self.advice_examples[d.reason] = _jsonable(verdict.model_dump())
+        wants = wants_token(d, exp.type)
+        if wants != (verdict.token is not None):
             self._mismatch(
-                "token", verdict.eventId, {"expected_token": wants_token, "verdict": verdict.model_dump()}
+                "token", verdict.eventId, {"expected_token": wants, "verdict": verdict.model_dump()}
             )
-        elif wants_token and self.jwt_secret is not None:
+        elif wants and self.jwt_secret is not None:
             self._check_token(verdict)
 
     def _check_revoke(self, verdict: Verdict, exp: Expected) -> None:
@@ -225,27 +237,16 @@ class Checker:
             return
         exp.revoked.add(verdict.sessionId)
         self.outstanding -= 1
-        want = {
-            "userId": exp.user_id,
-            "type": exp.type,
-            "decision": "revoke",
-            "reason": "evicted",
-            "activeStreams": d.active_streams,
-            "maxStreams": d.max_streams,
-            "leaseExpiresAt": None,
-            "decidedAt": d.decided_at,
-            "token": None,
-        }
-        self._compare(verdict, want)
+        self.revokes_by_reason[verdict.reason] += 1
+        self._compare(verdict, revoke_fields(exp.user_id, exp.type, exp.plan, d))
 
-    def _compare(self, verdict: Verdict, want: dict[str, Any]) -> None:
-        got = verdict.model_dump()
-        wrong = {
-            name: {"expected": value, "got": got[name]} for name, value in want.items() if got[name] != value
-        }
+    def _compare(self, verdict: Verdict, want: dict[str, Any]) -> bool:
+        """True when every wanted field is as wanted; a mismatch (one per verdict) otherwise."""
+        wrong = differences(verdict.model_dump(), want)
         if wrong:
             kind = "decision" if "decision" in wrong or "reason" in wrong else sorted(wrong)[0]
             self._mismatch(kind, verdict.eventId, {"fields": wrong, "verdictId": verdict.verdictId})
+        return not wrong
 
     def _check_token(self, verdict: Verdict) -> None:
         """HS256 by hand (PyJWT warns on secrets under 32 bytes, which the processor accepts)."""

@@ -1,8 +1,9 @@
 """`producer-sim` / `python -m producer_sim`: load the processor and check every verdict.
 
 Kafka, topics and the lease rules come from the environment (KAFKA_BOOTSTRAP_SERVERS,
-EVENTS_TOPIC, VERDICTS_TOPIC, MAX_STREAMS, LEASE_TTL_SECONDS, OVERFLOW_POLICY,
-EVENT_ID_MEMORY, and JWT_SECRET to verify tokens), the same names the processor reads.
+EVENTS_TOPIC, VERDICTS_TOPIC, POLICIES_TOPIC, MAX_STREAMS, LEASE_TTL_SECONDS,
+OVERFLOW_POLICY, EVENT_ID_MEMORY, and JWT_SECRET to verify tokens), the same names the
+processor reads. `--plans` writes the plans' policies to the policies topic first.
 Exit status: 0 when every verdict matched, 1 on mismatches, missing or malformed verdicts,
 2 when the run could not be done.
 """
@@ -41,8 +42,8 @@ def _positive(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="producer-sim",
-        description="Simulated players: produce start/heartbeat/stop events, check every verdict "
-        "against the reference model of the lease rules.",
+        description="Simulated players: produce start/heartbeat/stop/terminate events, check every "
+        "verdict against the reference model of the lease rules and policies.",
     )
     p.add_argument("--rate", type=_positive, help="records per second (default: no cap)")
     how_long = p.add_mutually_exclusive_group()
@@ -66,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--late", type=_fraction, default=0.0, help="fraction of events with a late record timestamp"
     )
     p.add_argument("--malformed", type=_fraction, default=0.0, help="malformed records per event")
+    p.add_argument(
+        "--plans", action="store_true",
+        help="users get plans (basic 1 stream, standard 2, premium 4 with 2 on TVs), written to the "
+        "policies topic (POLICIES_TOPIC) before the run; events carry plan and deviceClass",
+    )  # fmt: skip
+    p.add_argument(
+        "--terminates", type=_fraction, default=0.0,
+        help="chance that a denied player first terminates the oldest session the deny names (0)",
+    )  # fmt: skip
     p.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds to wait for the last verdicts (30)"
     )
@@ -91,6 +101,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         duplicates=args.duplicates,
         late=args.late,
         malformed=args.malformed,
+        plans=args.plans,
+        terminates=args.terminates,
         drain_timeout=args.drain_timeout,
         progress=not args.no_progress,
         **extra,

@@ -6,7 +6,10 @@
 2. The processor, `python -m processor`, with a random JWT_SECRET and a free HTTP port,
    until GET /health answers 200.
 3. The simulator, in this process, for about 30 s: normal viewers, families, account
-   sharers, with duplicates, late and malformed records; every verdict is checked.
+   sharers on basic, standard and premium plans (their policies written to the policies
+   topic before the processor starts), on TVs, phones and computers; some stop a session
+   from another device when denied; with duplicates, late and malformed records. Every
+   verdict is checked, deny advice and terminates included.
 4. The report; then everything the demo started is stopped (also on Ctrl-C or errors).
 """
 
@@ -35,6 +38,8 @@ from compose.launcher import (
     port_answers,
 )
 from producer_sim.cli import finish
+from producer_sim.kafka_io import install_policies
+from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorError, ProcessorProcess
 from producer_sim.runner import DeliveryError, SimConfig, Simulation
 from producer_sim.settings import SimSettings
@@ -50,6 +55,8 @@ def demo_config(duration: float) -> SimConfig:
         users=300,
         speed=20,
         sharers=0.15,
+        plans=True,
+        terminates=0.4,
         duplicates=0.02,
         late=0.02,
         malformed=0.01,
@@ -100,11 +107,20 @@ def main(argv: list[str] | None = None) -> int:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-demo-")))
             bootstrap, redis_url = start_services(stack, console, workdir)
 
+            settings = SimSettings(kafka_bootstrap_servers=bootstrap, redis_url=redis_url, jwt_secret=secret)
+            # The plans' policies go in first: the processor reads them all before its first event.
+            asyncio.run(install_policies(settings, policy_records(), grace_s=0))
+            plans = ", ".join(f"{p.name} {p.max_streams}" for p in PLANS.values())
+            console.print(
+                f"policies: plans ({plans} streams; premium at most 2 on TVs) in {settings.policies_topic}"
+            )
+
             http_port = free_port()
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "REDIS_URL": redis_url,
                 "JWT_SECRET": secret,
+                "POLICIES_TOPIC": settings.policies_topic,
             }
             processor = ProcessorProcess(env, http_port, RUN_DIR / "demo-processor.log")
             console.print(f"processor: starting `python -m processor` (log: {processor.log_path}) ...")
@@ -113,13 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             processor.wait_healthy(timeout=90)
             console.print(f"processor: healthy on http://127.0.0.1:{http_port}/health")
 
-            settings = SimSettings(kafka_bootstrap_servers=bootstrap, redis_url=redis_url, jwt_secret=secret)
             sim = Simulation(demo_config(args.duration), settings, console)
             console.print(
                 f"simulator: {sim.cfg.users} users ({sim.cfg.sharers:.0%} account sharers), "
                 f"{sim.cfg.rate:.0f} records/s for {args.duration:.0f} s, "
                 f"{sim.cfg.speed:.0f}x simulated time, "
-                f"limit {settings.max_streams} streams ({settings.overflow_policy})"
+                f"limits by plan ({settings.overflow_policy})"
             )
             report = asyncio.run(sim.run())
             status = finish(sim, report, console, args.report, None)
@@ -128,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                 status = status or 1
             denied_sharers = report["verdicts"]["by_user_kind"].get("sharer", {}).get("deny", 0)
             console.print(f"account sharers denied: {denied_sharers} starts")
+            pol = report["policies"]
+            console.print(
+                f"class-cap denies: {pol['denies']['device_class_limit']}, limit denies: "
+                f"{pol['denies']['limit_exceeded']}, sessions terminated from another device: "
+                f"{pol['terminates']['terminated']}"
+            )
             return status
     except KeyboardInterrupt:
         console.print("interrupted: everything the demo started has been stopped")

@@ -69,18 +69,23 @@ class _PendingDuplicate:
 
 
 def encode_event(ev: SimEvent) -> bytes:
-    """The event's record value, per the contract."""
-    return orjson.dumps(
-        {
-            "type": ev.type,
-            "userId": ev.user_id,
-            "sessionId": ev.session_id,
-            "deviceId": ev.device_id,
-            "contentId": ev.content_id,
-            "eventId": ev.event_id,
-            "ts": ev.ts,
-        }
-    )
+    """The event's record value, per the contract (plan, deviceClass, targetSessionId when set)."""
+    value = {
+        "type": ev.type,
+        "userId": ev.user_id,
+        "sessionId": ev.session_id,
+        "deviceId": ev.device_id,
+        "contentId": ev.content_id,
+        "eventId": ev.event_id,
+        "ts": ev.ts,
+    }
+    if ev.plan is not None:
+        value["plan"] = ev.plan
+    if ev.device_class is not None:
+        value["deviceClass"] = ev.device_class
+    if ev.target_session_id is not None:
+        value["targetSessionId"] = ev.target_session_id
+    return orjson.dumps(value)
 
 
 def malformed_record(kind: str, ev: SimEvent) -> Malformed:
@@ -95,6 +100,8 @@ def malformed_record(kind: str, ev: SimEvent) -> Malformed:
         "eventId": event_id,
         "ts": ev.ts,
     }
+    if ev.target_session_id is not None:
+        good["targetSessionId"] = ev.target_session_id
     if kind == "not_json":
         return Malformed(kind, key, orjson.dumps(good)[:-7], None)
     if kind == "not_object":

@@ -10,6 +10,14 @@ without a stop), then is idle again.
 it play through `feedback()`: a denied start may be retried later (same session), a denied
 heartbeat ends the session. Without feedback every event is taken as allowed. Given the
 same config and the same feedback, the event sequence is the same.
+
+With `plans` on, every user has a plan (producer_sim.plans: basic, standard, premium) whose
+limit sizes their screens, and each event carries `plan` and the device's `deviceClass`.
+With `terminates` > 0, a player whose start is denied sometimes stops one of the sessions
+the deny names (the first conflict: the oldest) from its own device, a `terminate` event
+with that `targetSessionId`, and then tries its start again. A player learns through
+`feedback(revoked=...)` that its session was taken away (terminated, or evicted when plans
+are on) and stops heartbeating.
 """
 
 from __future__ import annotations
@@ -17,8 +25,11 @@ from __future__ import annotations
 import heapq
 import random
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from producer_sim.plans import DEVICE_CLASSES, PLANS
 
 NORMAL: Final = "normal"
 FAMILY: Final = "family"
@@ -27,9 +38,16 @@ KINDS: Final = (NORMAL, FAMILY, SHARER)
 
 _START: Final = 0
 _TICK: Final = 1  # heartbeat, or the end of the session if it is due first
+_TERMINATE: Final = 2  # stop another session of the user, then try the start again
 
 _DEVICES: Final = ("tv-livingroom", "tv-bedroom", "phone", "tablet", "laptop", "console", "car", "desktop")
 _PLANS: Final = {NORMAL: "standard", FAMILY: "premium", SHARER: "premium"}
+# With plans on: the plans of each kind of user, with their weights.
+PLAN_MIX: Final[dict[str, tuple[tuple[str, float], ...]]] = {
+    NORMAL: (("basic", 0.3), ("standard", 0.5), ("premium", 0.2)),
+    FAMILY: (("standard", 0.3), ("premium", 0.7)),
+    SHARER: (("basic", 0.2), ("standard", 0.4), ("premium", 0.4)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +62,9 @@ class SimEvent:
     event_id: str
     ts: int
     kind: str  # the user's kind, for the report; not sent
+    plan: str | None = None
+    device_class: str | None = None
+    target_session_id: str | None = None  # terminate only
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +97,14 @@ class PopulationConfig:
     families: float = 0.2  # fraction of families (about the limit)
     max_streams: int = 3
     run_id: str = ""  # prefixed to user ids, mixed into session and event ids: keeps runs apart
+    plans: bool = False  # users get plans (limits by plan), events their plan and device class
+    terminates: float = 0.0  # chance that a denied start first terminates the oldest conflict
 
     def __post_init__(self) -> None:
         if self.users < 1:
             raise ValueError("users must be at least 1")
+        if not 0.0 <= self.terminates <= 1.0:
+            raise ValueError("terminates is a fraction between 0 and 1")
         if self.heartbeat_interval_ms < 1:
             raise ValueError("heartbeat interval must be positive")
         if not (
@@ -95,6 +120,7 @@ class User:
     plan: str
     devices: tuple[str, ...]
     slots: int
+    max_streams: int = 3  # the limit of the user's plan (the settings' without plans)
 
 
 @dataclass(slots=True)
@@ -108,6 +134,8 @@ class _Slot:
     ends_at: int = 0
     retries: int = 0
     vanishes: bool = False
+    playing: bool = False  # in a session (from its start until it ends, is denied or revoked)
+    target: str = ""  # the session a scheduled terminate stops
 
 
 @dataclass(order=True, slots=True)
@@ -127,13 +155,26 @@ def slots_for(kind: str, max_streams: int, rng: random.Random) -> int:
     return rng.randint(1, 2)
 
 
+def plan_of(kind: str, rng: random.Random) -> str:
+    """A plan for a user of this kind (plans on), drawn by PLAN_MIX's weights."""
+    names, weights = zip(*PLAN_MIX[kind], strict=True)
+    return rng.choices(names, weights)[0]
+
+
+def _limit_of(cfg: PopulationConfig, kind: str) -> float:
+    """The (mean) limit of a user of this kind: the settings', or their plans' with plans on."""
+    if not cfg.plans:
+        return cfg.max_streams
+    return sum(weight * PLANS[name].max_streams for name, weight in PLAN_MIX[kind])
+
+
 def estimated_events_per_second(cfg: PopulationConfig) -> float:
     """Rough events per *simulated* second: screens playing / heartbeat interval."""
     normal_viewer = BEHAVIOURS[NORMAL]
     per_user = {
         NORMAL: 1.5 * normal_viewer.watch_mean_s / (normal_viewer.watch_mean_s + normal_viewer.idle_mean_s),
-        FAMILY: (cfg.max_streams + 0.2) * 0.8,
-        SHARER: cfg.max_streams + 0.5,
+        FAMILY: (_limit_of(cfg, FAMILY) + 0.2) * 0.8,
+        SHARER: _limit_of(cfg, SHARER) + 0.5,
     }
     normal = 1.0 - cfg.sharers - cfg.families
     screens = cfg.users * (
@@ -151,15 +192,21 @@ class Population:
         self._seq = 0
         self._slots: list[_Slot] = []
         self._last: tuple[str, int] | None = None  # (eventId, slot) awaiting feedback
+        self._session_slot: dict[str, int] = {}  # sessionId -> its slot, for revokes
+        self.stopped_by_revoke = 0  # players that stopped because their session was revoked
         self.users: list[User] = []
         prefix = f"u-{cfg.run_id}-" if cfg.run_id else "u-"
         rng = self._rng
         for i in range(cfg.users):
             draw = rng.random()
             kind = SHARER if draw < cfg.sharers else FAMILY if draw < cfg.sharers + cfg.families else NORMAL
-            slots = slots_for(kind, cfg.max_streams, rng)
+            plan, limit = _PLANS[kind], cfg.max_streams
+            if cfg.plans:
+                plan = plan_of(kind, rng)
+                limit = PLANS[plan].max_streams
+            slots = slots_for(kind, limit, rng)
             devices = tuple(rng.sample(_DEVICES, min(len(_DEVICES), max(slots, rng.randint(1, 4)))))
-            user = User(f"{prefix}{i}", kind, _PLANS[kind], devices, slots)
+            user = User(f"{prefix}{i}", kind, plan, devices, slots, limit)
             self.users.append(user)
             behaviour = BEHAVIOURS[kind]
             for _ in range(slots):
@@ -183,15 +230,19 @@ class Population:
     def _new_id(self, prefix: str) -> str:
         return prefix + uuid.UUID(int=self._ids.getrandbits(128), version=4).hex
 
-    def _event(self, kind: str, slot: _Slot, at: int) -> SimEvent:
+    def _event(self, kind: str, slot: _Slot, at: int, target: str | None = None) -> SimEvent:
+        plan = device_class = None
+        if self.cfg.plans:
+            plan, device_class = slot.user.plan, DEVICE_CLASSES[slot.device_id]
         return SimEvent(
             kind, slot.user.user_id, slot.session_id, slot.device_id, slot.content_id,
-            self._new_id("e-"), at, slot.user.kind,
+            self._new_id("e-"), at, slot.user.kind, plan, device_class, target,
         )  # fmt: skip
 
     def _go_idle(self, index: int, at: int) -> None:
         slot = self._slots[index]
         slot.token += 1
+        slot.playing = False
         self._push(at + self._exp_ms(slot.behaviour.idle_mean_s), _START, index)
 
     def _schedule_tick(self, index: int, at: int) -> None:
@@ -207,9 +258,16 @@ class Population:
             if action.token != slot.token:
                 continue  # cancelled by feedback
             at = action.at
-            if action.what == _START:
+            if action.what == _TERMINATE:
+                # From the denied device: stop the session the deny named, then try again soon.
+                self._push(at + int(self._rng.uniform(1, 3) * 1000), _START, action.slot)
+                event = self._event("terminate", slot, at, target=slot.target)
+            elif action.what == _START:
+                slot.playing = True
                 if slot.retries == 0:  # a new session, not a retry of a denied one
+                    self._session_slot.pop(slot.session_id, None)
                     slot.session_id = self._new_id("s-")
+                    self._session_slot[slot.session_id] = action.slot
                     slot.device_id = self._rng.choice(slot.user.devices)
                     slot.content_id = f"c-{self._rng.randint(1, 5000)}"
                     watch = max(self._exp_ms(slot.behaviour.watch_mean_s), self.cfg.heartbeat_interval_ms)
@@ -231,19 +289,42 @@ class Population:
             self._last = (event.event_id, action.slot)
             return event
 
-    def feedback(self, event: SimEvent, allowed: bool) -> None:
-        """Tell the player of the last event what the gateway decided."""
+    def feedback(
+        self,
+        event: SimEvent,
+        allowed: bool,
+        conflicts: Sequence[str] = (),
+        revoked: Iterable[str] = (),
+    ) -> None:
+        """Tell the player of the last event what the gateway decided: allowed or not, the
+        sessions a denied start conflicts with (oldest first, from the deny's advice), and the
+        sessions the event revoked (a terminate's target, or evicted leases)."""
         if self._last is None or self._last[0] != event.event_id:
             raise ValueError("feedback is for the event returned last by next_event()")
         index = self._last[1]
         self._last = None
-        if allowed or event.type == "stop":
+        if event.type == "terminate" or self.cfg.plans:
+            for session_id in revoked:
+                self._revoked(session_id, event.ts)
+        if allowed or event.type in ("stop", "terminate"):
             if event.type == "start":
                 self._slots[index].retries = 0
             return
         slot = self._slots[index]
+        slot.playing = False
         if event.type == "start":
             behaviour = slot.behaviour
+            if (
+                conflicts
+                and self.cfg.terminates
+                and slot.retries < behaviour.max_retries
+                and self._rng.random() < self.cfg.terminates
+            ):
+                slot.retries += 1
+                slot.token += 1
+                slot.target = conflicts[0]
+                self._push(event.ts + int(self._rng.uniform(2, 10) * 1000), _TERMINATE, index)
+                return
             if slot.retries < behaviour.max_retries and self._rng.random() < behaviour.retry_chance:
                 slot.retries += 1
                 slot.token += 1
@@ -252,3 +333,14 @@ class Population:
                 return
         slot.retries = 0
         self._go_idle(index, event.ts)  # denied heartbeat (lease lost) or no retry: the screen goes idle
+
+    def _revoked(self, session_id: str, at: int) -> None:
+        """The session was taken away: its player stops (no more heartbeats, no stop)."""
+        index = self._session_slot.get(session_id)
+        if index is None:
+            return
+        slot = self._slots[index]
+        if slot.playing and slot.session_id == session_id:
+            self.stopped_by_revoke += 1
+            slot.retries = 0
+            self._go_idle(index, at)

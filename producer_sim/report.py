@@ -11,7 +11,6 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from processor import rules
 from producer_sim.checker import Checker
 from producer_sim.population import KINDS
 
@@ -41,6 +40,7 @@ def build_report(
     drain_seconds: float,
     first_verdict_at: float | None = None,
     last_verdict_at: float | None = None,
+    stopped_by_revoke: int = 0,
 ) -> dict[str, Any]:
     missing = checker.missing if checker.missing is not None else checker.finish()
     verdict_span = (
@@ -71,8 +71,10 @@ def build_report(
             "unexpected": checker.unexpected,
             "by_decision": dict(sorted(checker.by_decision.items())),
             "by_reason": dict(sorted(checker.by_reason.items())),
+            "by_decision_reason": {f"{d}/{r}": n for (d, r), n in sorted(checker.by_decision_reason.items())},
             "by_user_kind": {k: by_kind[k] for k in KINDS if k in by_kind},
         },
+        "policies": policy_figures(checker, sent, run.get("policies", {}), stopped_by_revoke),
         "latency_ms": checker.latency_summary(),
         "rates": {
             "produce_seconds": round(produce_seconds, 3),
@@ -91,12 +93,105 @@ def build_report(
     }
 
 
+def policy_figures(
+    checker: Checker, sent: SendStats, in_force: dict[str, dict], stopped_by_revoke: int
+) -> dict[str, Any]:
+    """Plans, deny advice and terminates, from the checked verdicts."""
+    by_plan: dict[str, dict[str, int]] = {}
+    for (plan, reason), n in sorted(checker.starts_by_plan.items()):
+        by_plan.setdefault(plan, {})[reason] = n
+    typed = checker.by_type_reason
+    return {
+        "in_force": in_force,
+        "starts_by_plan": by_plan,
+        "denies": {reason: typed[("start", reason)] for reason in ("limit_exceeded", "device_class_limit")},
+        "evicted": checker.revokes_by_reason["evicted"],
+        "terminates": {
+            "sent": sent.by_type.get("terminate", 0),
+            "terminated": typed[("terminate", "terminated")],
+            "not_active": typed[("terminate", "not_active")],
+            "revoked_sessions": checker.revokes_by_reason["terminated"],
+            "players_stopped": stopped_by_revoke,
+        },
+        "advice_examples": checker.advice_examples,
+    }
+
+
 def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
 
 
 def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _limits(policy: dict | None) -> str:
+    if policy is None:
+        return "-"
+    caps = ", ".join(f"{cls} {n}" for cls, n in sorted(policy.get("deviceClasses", {}).items()))
+    n = policy["maxStreams"]
+    return f"{n} stream{'' if n == 1 else 's'}" + (f" ({caps})" if caps else "")
+
+
+def _advice_lines(verdict: dict[str, Any]) -> list[str]:
+    """One deny with its advice, as a player would be told it (times relative to the deny)."""
+    at = verdict["decidedAt"]
+
+    def rel(ms: int | None) -> str:
+        return "?" if ms is None else f"{(ms - at) / 1000:+.0f}s"
+
+    lines = [
+        f"{verdict['reason']} for {verdict['userId']} session {verdict['sessionId']} "
+        f"(policy {verdict.get('policy')}, {verdict['activeStreams']} of {verdict['maxStreams']} active); "
+        f"nextFreeAt {verdict.get('nextFreeAt')} ({rel(verdict.get('nextFreeAt'))}), conflicts:"
+    ]
+    for c in verdict.get("conflicts") or ():
+        lines.append(
+            f"  {c['sessionId']} on {c['deviceId']} ({c['deviceClass']}) watching {c['contentId']}, "
+            f"started {rel(c['startedAt'])}, lease expires {c['leaseExpiresAt']} ({rel(c['leaseExpiresAt'])})"
+        )
+    return lines
+
+
+def render_policies(report: dict[str, Any], console: Console) -> None:
+    """Starts and denies by plan, terminates, and one deny of each kind with its advice."""
+    pol = report.get("policies")
+    if not pol:
+        return
+    if pol["starts_by_plan"].keys() - {"-"}:
+        table = Table(title="starts by plan", show_header=True, header_style="bold")
+        for name in ("plan", "policy", "started", "already active", "denied: limit", "denied: class cap"):
+            table.add_column(name, justify="left" if name in ("plan", "policy") else "right")
+        reasons = ("started", "already_active", "limit_exceeded", "device_class_limit")
+        in_force = pol["in_force"]
+        policies = {
+            plan: in_force.get(f"plan:{plan}", in_force.get("default")) for plan in pol["starts_by_plan"]
+        }
+        for plan in sorted(policies, key=lambda p: (policies[p] or {}).get("maxStreams", 0)):
+            counts = pol["starts_by_plan"][plan]
+            table.add_row(plan, _limits(policies[plan]), *(str(counts.get(r, 0)) for r in reasons))
+        console.print(table)
+
+    table = Table(title="denies, evictions, terminates", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    term = pol["terminates"]
+    for label, n in (
+        ("denied starts: limit_exceeded", pol["denies"]["limit_exceeded"]),
+        ("denied starts: device_class_limit (class cap)", pol["denies"]["device_class_limit"]),
+        ("leases evicted (revoke evicted)", pol["evicted"]),
+        ("terminates sent (from another device)", term["sent"]),
+        ("  terminated a session", term["terminated"]),
+        ("  target no longer active (not_active)", term["not_active"]),
+        ("  revoke verdicts (terminated)", term["revoked_sessions"]),
+        ("players that stopped on their revoke", term["players_stopped"]),
+    ):
+        table.add_row(label, str(n))
+    console.print(table)
+    for reason, verdict in pol["advice_examples"].items():
+        console.print(f"[bold]example deny with advice ({reason}):[/bold]", markup=True)
+        for line in _advice_lines(verdict):
+            console.print(line, markup=False, highlight=False)
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -117,9 +212,9 @@ def render(report: dict[str, Any], console: Console) -> None:
     table.add_column("decision")
     table.add_column("reason")
     table.add_column("count", justify="right")
-    decisions = {reason: decision for decision, reason in rules.OUTCOMES.values()} | {"evicted": "revoke"}
-    for reason, n in verdicts["by_reason"].items():
-        table.add_row(decisions.get(reason, "?"), reason, str(n))
+    for pair, n in verdicts["by_decision_reason"].items():
+        decision, _, reason = pair.partition("/")
+        table.add_row(decision, reason, str(n))
     table.add_row("", "redelivered (identical)", str(verdicts["redelivered_identical"]))
     table.add_row("", "not from this run", str(verdicts["unexpected"]))
     console.print(table)
@@ -132,6 +227,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         for kind, counts in verdicts["by_user_kind"].items():
             table.add_row(kind, *(str(counts.get(d, 0)) for d in ("allow", "deny", "revoke")))
         console.print(table)
+
+    render_policies(report, console)
 
     lat, rates = report["latency_ms"], report["rates"]
     table = Table(title="latency and rates", show_header=True, header_style="bold")

@@ -10,6 +10,10 @@ Simulated time: the clock starts in the past (now - expected span - 5 min), so r
 timestamps never run more than Kafka's one hour into the future; a guard throttles if they
 would. Pacing: `speed` ties simulated seconds to wall seconds, `rate` caps records per
 second; with neither, records go out as fast as the producer takes them.
+
+Policies: with `plans`, the plans' records (producer_sim.plans) are written to the policies
+topic before anything is produced; either way the whole policies topic is read into the
+table the checker resolves each event's policy from. Policies must not change during a run.
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from processor.reference_model import ReferenceModel
-from processor.topics import ensure_topics
 from producer_sim.checker import Checker, percentile
 from producer_sim.faults import FaultConfig, Faults, encode_event
+from producer_sim.kafka_io import (
+    ensure_sim_topics,
+    install_policies,
+    read_policy_table,
+    start_verdict_consumer,
+)
+from producer_sim.plans import policy_records
 from producer_sim.plot import Timeline
 from producer_sim.population import Population, PopulationConfig, estimated_events_per_second
 from producer_sim.report import SendStats, build_report
@@ -63,6 +72,9 @@ class SimConfig:
     duplicates: float = 0.0
     late: float = 0.0
     malformed: float = 0.0
+    plans: bool = False  # users get plans (basic, standard, premium) written as policies first
+    terminates: float = 0.0  # chance that a denied start first terminates the oldest conflict
+    policy_grace_s: float = 3.0  # wait after writing policies a running processor must read
     drain_timeout: float = 30.0
     progress: bool = True
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
@@ -90,65 +102,6 @@ def simulated_span_s(cfg: SimConfig, sim_events_per_s: float) -> float:
     return min(span, MAX_SPAN_S)
 
 
-async def ensure_sim_topics(settings: SimSettings) -> dict[str, int]:
-    """Create the events and verdicts topics if missing (as the processor would); their partition counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        brokers = len((await admin.describe_cluster())["brokers"])
-    finally:
-        await admin.close()
-    return await ensure_topics(
-        settings.kafka_bootstrap_servers,
-        [settings.events_topic, settings.verdicts_topic],
-        settings.topic_partitions,
-        max(1, min(3, brokers)),
-    )
-
-
-async def topic_partitions(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] != 0 or not described["partitions"]:
-        raise RuntimeError(f"topic {topic} does not exist (error code {described['error_code']})")
-    return len(described["partitions"])
-
-
-async def start_verdict_consumer(
-    bootstrap: str, topic: str, partitions: int | None = None, from_end: bool = True
-) -> AIOKafkaConsumer:
-    """A group-less consumer with every partition of `topic` assigned, positioned at the end."""
-    if partitions is None:
-        partitions = await topic_partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="latest" if from_end else "earliest",
-        isolation_level="read_committed",
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        if from_end:
-            await consumer.seek_to_end(*tps)
-        else:
-            await consumer.seek_to_beginning(*tps)
-        for tp in tps:
-            await consumer.position(tp)  # resolve now, before anything is produced
-    except BaseException:
-        await consumer.stop()
-        raise
-    return consumer
-
-
 class Simulation:
     def __init__(self, cfg: SimConfig, settings: SimSettings, console: Console | None = None) -> None:
         self.cfg = cfg
@@ -170,6 +123,8 @@ class Simulation:
             families=cfg.families,
             max_streams=settings.max_streams,
             run_id=cfg.run_id,
+            plans=cfg.plans,
+            terminates=cfg.terminates,
         )
         sim_rate = estimated_events_per_second(pop_cfg) * (1 + cfg.duplicates + cfg.malformed)
         self.span_s = simulated_span_s(cfg, sim_rate)
@@ -188,11 +143,25 @@ class Simulation:
         self.last_verdict_at: float | None = None
         self._phase = "producing"
         self.report: dict[str, Any] | None = None
+        self.policies: dict[str, dict] = {}  # the policies in force during the run
+
+    async def load_policies(self) -> None:
+        """Write the plans' policies (with plans on), read the table every event resolves in."""
+        s = self.settings
+        if self.cfg.plans:
+            table = await install_policies(s, policy_records(), self.cfg.policy_grace_s)
+        else:
+            table = await read_policy_table(
+                s.kafka_bootstrap_servers, s.policies_topic, s.max_streams, s.overflow_policy
+            )
+        self.checker.policies = table
+        self.policies = table.listing()
 
     # ------------------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         settings = self.settings
         counts = await ensure_sim_topics(settings)
+        await self.load_policies()
         consumer = await start_verdict_consumer(
             settings.kafka_bootstrap_servers, settings.verdicts_topic, counts[settings.verdicts_topic]
         )
@@ -238,6 +207,7 @@ class Simulation:
             drain_seconds=self.drain_seconds,
             first_verdict_at=self.first_verdict_at,
             last_verdict_at=self.last_verdict_at,
+            stopped_by_revoke=self.population.stopped_by_revoke,
         )
         return self.report
 
@@ -257,6 +227,9 @@ class Simulation:
             "duplicates": cfg.duplicates,
             "late": cfg.late,
             "malformed": cfg.malformed,
+            "plans": cfg.plans,
+            "terminates": cfg.terminates,
+            "policies": self.policies,
             "events_topic": s.events_topic,
             "verdicts_topic": s.verdicts_topic,
             "max_streams": s.max_streams,
@@ -340,7 +313,8 @@ class Simulation:
             record_ts, late = faults.record_timestamp(ev)
             value = encode_event(ev)
             decision = checker.expect(ev, record_ts)
-            self.population.feedback(ev, decision.decision == "allow")
+            conflicts = [c.session_id for c in decision.conflicts or ()]
+            self.population.feedback(ev, decision.decision == "allow", conflicts, decision.evicted)
             await self._send(producer, ev.user_id.encode(), value, record_ts, ev.event_id)
             sent.by_type[ev.type] += 1
             sent.late += late

@@ -6,12 +6,14 @@ the same way the processor reads them, so the reference model applies the proces
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from processor.config import CommonSettings
 
 
 class SimSettings(CommonSettings):
-    """CommonSettings, plus the processor's JWT_SECRET when known: then tokens are verified too."""
+    """CommonSettings, plus the processor's JWT_SECRET when known: then tokens are verified too;
+    and TOPIC_REPLICATION_FACTOR, for the policies topic when the simulator creates it."""
 
     jwt_secret: SecretStr | None = None
+    topic_replication_factor: int = Field(1, ge=1)

@@ -2,7 +2,9 @@
 
 1. With every fault switched on (duplicates, late timestamps, malformed records), every
    verdict of the processor matches the reference model, and none is missing.
-2. The simulator notices when the verdict stream is wrong: a relay copies the processor's
+2. With plans (policies written to the policies topic before the processor starts), device
+   classes and terminates: every verdict's policy, limit, deny advice and revoke matches too.
+3. The simulator notices when the verdict stream is wrong: a relay copies the processor's
    verdicts to another topic, corrupting one and adding a malformed record on the way.
 """
 
@@ -21,6 +23,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from compose.launcher import free_port
+from producer_sim.kafka_io import install_policies
+from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorProcess
 from producer_sim.runner import SimConfig, Simulation, start_verdict_consumer
 from producer_sim.settings import SimSettings
@@ -56,14 +60,30 @@ def running_processor(
     """`async with running_processor(overflow_policy=...) as settings:` fresh topics, a healthy processor."""
 
     @asynccontextmanager
-    async def start(overflow_policy: str = "reject") -> AsyncIterator[SimSettings]:
+    async def start(overflow_policy: str = "reject", plans: bool = False) -> AsyncIterator[SimSettings]:
         events, verdicts, dlq = await topic_factory.many(3, PARTITIONS, prefix="sim")
+        policies = f"sim-policies-{uuid.uuid4().hex[:10]}"
+        settings = SimSettings(
+            _env_file=None,
+            kafka_bootstrap_servers=kafka_bootstrap,
+            redis_url=redis_url,
+            events_topic=events,
+            verdicts_topic=verdicts,
+            dlq_topic=dlq,
+            policies_topic=policies,
+            topic_partitions=PARTITIONS,
+            overflow_policy=overflow_policy,
+            jwt_secret=SECRET,
+        )
+        if plans:  # before the processor starts: it reads them all before its first event
+            await install_policies(settings, policy_records(), grace_s=0)
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "REDIS_URL": redis_url,
             "EVENTS_TOPIC": events,
             "VERDICTS_TOPIC": verdicts,
             "DLQ_TOPIC": dlq,
+            "POLICIES_TOPIC": policies,
             "CONSUMER_GROUP": f"sim-{uuid.uuid4().hex[:8]}",
             "TOPIC_PARTITIONS": str(PARTITIONS),
             "OVERFLOW_POLICY": overflow_policy,
@@ -73,17 +93,7 @@ def running_processor(
         proc.start()
         try:
             await asyncio.to_thread(proc.wait_healthy, 90.0)
-            yield SimSettings(
-                _env_file=None,
-                kafka_bootstrap_servers=kafka_bootstrap,
-                redis_url=redis_url,
-                events_topic=events,
-                verdicts_topic=verdicts,
-                dlq_topic=dlq,
-                topic_partitions=PARTITIONS,
-                overflow_policy=overflow_policy,
-                jwt_secret=SECRET,
-            )
+            yield settings
             assert proc.running, f"the processor exited:\n{proc.log_tail()}"
         finally:
             await asyncio.to_thread(proc.stop)
@@ -110,6 +120,31 @@ async def test_every_verdict_of_the_processor_matches_the_model_under_faults(
     else:
         assert sharers.get("revoke", 0) > 0
     assert report["latency_ms"]["count"] > 0
+
+
+@pytest.mark.parametrize("policy", ["reject", "evict_oldest"])
+async def test_with_plans_every_policy_advice_and_terminate_matches_the_model(
+    running_processor: ProcessorFactory, policy: str
+) -> None:
+    async with running_processor(overflow_policy=policy, plans=True) as settings:
+        sim = Simulation(sim_config(plans=True, terminates=0.5), settings)
+        report = await sim.run()
+
+    check, pol = report["check"], report["policies"]
+    assert (check["mismatches"], check["missing"], check["malformed_verdicts"]) == (0, 0, 0), check
+    assert report["ok"]
+    assert {f"plan:{name}" for name in PLANS} <= set(pol["in_force"])
+    assert set(pol["starts_by_plan"]) == set(PLANS)
+    if policy == "reject":
+        assert pol["denies"]["device_class_limit"] > 0 and pol["denies"]["limit_exceeded"] > 0
+        assert set(pol["advice_examples"]) == {"limit_exceeded", "device_class_limit"}
+        assert pol["advice_examples"]["device_class_limit"]["conflicts"]
+        term = pol["terminates"]
+        assert term["sent"] > 0 and term["terminated"] > 0
+        assert term["revoked_sessions"] == term["terminated"] and term["players_stopped"] > 0
+    else:  # nothing is denied: starts evict, by class cap or total
+        assert pol["denies"] == {"limit_exceeded": 0, "device_class_limit": 0}
+        assert pol["evicted"] > 0 and sim.population.stopped_by_revoke > 0
 
 
 async def _relay_with_corruption(

@@ -6,8 +6,12 @@ import itertools
 import time
 from collections import defaultdict
 
+import orjson
 import pytest
 
+from processor.reference_model import Decision, ReferenceModel
+from producer_sim.faults import encode_event
+from producer_sim.plans import DEVICE_CLASSES, PLANS, policy_records, policy_table
 from producer_sim.population import FAMILY, NORMAL, SHARER, Population, PopulationConfig, SimEvent
 from producer_sim.runner import CLOCK_MARGIN_MS, SimConfig, Simulation
 from producer_sim.settings import SimSettings
@@ -137,3 +141,92 @@ def test_record_timestamps_stay_within_the_brokers_one_hour_future_limit(cfg: Si
         if cfg.rate is not None:
             sent_at = max(sent_at, wall_start + i / cfg.rate * 1000)
         assert e.ts <= sent_at + HOUR_MS
+
+
+# --- plans, device classes, terminates ------------------------------------------------------
+
+
+def drive(pop: Population, n: int, overflow: str = "reject") -> list[tuple[SimEvent, Decision]]:
+    """Play `n` events against the reference model under the plans' policies, as the runner does."""
+    table = policy_table(3, overflow, policy_records())
+    model = ReferenceModel(max_streams=3, policy=overflow)
+    out = []
+    for _ in range(n):
+        e = pop.next_event()
+        d = model.apply(
+            e.user_id, e.session_id, e.type, e.ts, e.event_id, e.device_id, e.content_id,
+            policy=table.resolve(e.user_id, e.plan), device_class=e.device_class,
+            target_session_id=e.target_session_id,
+        )  # fmt: skip
+        pop.feedback(e, d.decision == "allow", [c.session_id for c in d.conflicts or ()], d.evicted)
+        out.append((e, d))
+    return out
+
+
+def test_without_plans_events_name_no_plan_class_or_target_and_encode_as_before() -> None:
+    events = take(Population(PopulationConfig(users=100, seed=4, sharers=0.3)), 3000)
+    assert all(e.plan is None and e.device_class is None and e.target_session_id is None for e in events)
+    assert {e.type for e in events} <= {"start", "heartbeat", "stop"}
+    keys = {"type", "userId", "sessionId", "deviceId", "contentId", "eventId", "ts"}
+    assert all(set(orjson.loads(encode_event(e))) == keys for e in events[:200])
+
+
+def test_with_plans_every_user_keeps_one_plan_and_events_name_the_device_class() -> None:
+    cfg = PopulationConfig(users=300, seed=9, sharers=0.15, families=0.3, plans=True)
+    pop = Population(cfg)
+    events = take(pop, 20_000)
+    plan_of = {u.user_id: u.plan for u in pop.users}
+    assert set(plan_of.values()) == set(PLANS)
+    for e in events:
+        assert e.plan == plan_of[e.user_id]
+        assert e.device_class == DEVICE_CLASSES[e.device_id]
+        value = orjson.loads(encode_event(e))
+        assert (value["plan"], value["deviceClass"]) == (e.plan, e.device_class)
+    for u in pop.users:
+        assert u.max_streams == PLANS[u.plan].max_streams
+        if u.kind == SHARER:
+            assert u.slots > u.max_streams  # sharers try more screens than their plan allows
+    assert {e.device_class for e in events} == {"tv", "mobile", "web"}
+
+
+def test_denied_players_terminate_the_oldest_conflict_then_retry_and_revoked_players_stop() -> None:
+    pop = Population(
+        PopulationConfig(users=200, seed=3, sharers=0.4, families=0.4, plans=True, terminates=0.8)
+    )
+    played = drive(pop, 30_000)
+    denied: dict[str, Decision] = {}  # sessionId -> its last denied start
+    revoked_at: dict[str, int] = {}
+    terminates = class_denies = 0
+    next_of_terminate: dict[str, str] = {}
+    for e, d in played:
+        if e.session_id in next_of_terminate:
+            assert e.type == next_of_terminate.pop(e.session_id)  # the start is tried again
+        if e.session_id in revoked_at:
+            pytest.fail(f"{e.type} of {e.session_id} after its lease was revoked")
+        if e.type == "start" and d.decision == "deny":
+            denied[e.session_id] = d
+            class_denies += d.reason == "device_class_limit"
+        elif e.type == "terminate":
+            terminates += 1
+            deny = denied[e.session_id]  # the requester is the denied session, on its own device
+            assert deny.conflicts and e.target_session_id == deny.conflicts[0].session_id
+            next_of_terminate[e.session_id] = "start"
+            if d.reason == "terminated":
+                assert d.evicted == (e.target_session_id,)
+                revoked_at[e.target_session_id] = e.ts
+    assert terminates > 20 and class_denies > 20
+    assert len(revoked_at) > 10
+    assert pop.stopped_by_revoke > 10
+
+
+def test_with_plans_evicted_players_stop_too() -> None:
+    pop = Population(PopulationConfig(users=200, seed=5, sharers=0.4, plans=True))
+    played = drive(pop, 20_000, overflow="evict_oldest")
+    evicted = {sid for _e, d in played for sid in d.evicted}
+    assert evicted and pop.stopped_by_revoke > 0
+    late = [e for e, _d in played if e.session_id in evicted and e.type == "heartbeat"]
+    seen_revoke: set[str] = set()
+    for e, d in played:
+        assert not (e.session_id in seen_revoke and e.type == "heartbeat"), e
+        seen_revoke.update(d.evicted)
+    assert late  # heartbeats came before the eviction, none after

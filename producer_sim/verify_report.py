@@ -1,0 +1,150 @@
+"""The verifier's figures (producer_sim/verifier.py): what it counted, whether the run is
+clean, and its command line (`python -m producer_sim.verifier`), which prints them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka.errors import KafkaError
+
+MAX_EXAMPLES = 20
+
+
+@dataclass
+class VerifyReport:
+    """The figures of one verification. `clean` is the verdict on the run."""
+
+    events: int = 0  # records in the events topic
+    valid_events: int = 0  # records decode_event accepts
+    distinct_events: int = 0  # distinct event identities among them (upstream duplicates fold)
+    upstream_duplicates: int = 0  # valid records whose identity appeared before
+    bad_records: int = 0  # records decode_event rejects
+    expected_verdicts: int = 0  # distinct verdicts the model calls for (own + revokes)
+    verdicts: int = 0  # verdict records read
+    unique_verdicts: int = 0  # distinct verdictIds
+    redelivered: int = 0  # copies of a verdictId beyond the first
+    revokes: int = 0  # distinct revoke verdicts
+    lost: int = 0  # expected verdicts that never came
+    applied_twice: int = 0  # verdicts or states showing an effect applied twice
+    mismatches: int = 0  # everything that disagrees with the model (lost and applied_twice aside)
+    over_limit: int = 0  # steps at which a user held more than the limit (model trace or verdicts)
+    unexpected: int = 0  # verdicts for no known event
+    dlq: int = 0  # dead-letter records read
+    dlq_unique: int = 0  # distinct source (partition, offset) among them
+    dlq_missing: int = 0  # bad records without a dead letter
+    dlq_unexpected: int = 0  # dead letters of records that are valid or unknown, or altered
+    dlq_wrong_error: int = 0  # dead letters whose `error` header is not the record's error
+    bad_by_error: Counter[str] = field(default_factory=Counter)  # bad records by decode_event's code
+    users: int = 0
+    users_checked_in_redis: int | None = None  # None: the Redis state was not checked
+    state_mismatches: int = 0  # users whose Redis leases differ from the model's
+    mismatch_kinds: Counter[str] = field(default_factory=Counter)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return (
+            self.lost == 0
+            and self.applied_twice == 0
+            and self.mismatches == 0
+            and self.over_limit == 0
+            and self.unexpected == 0
+            and self.state_mismatches == 0
+            and self.dlq_missing == 0
+            and self.dlq_unexpected == 0
+            and self.dlq_wrong_error == 0
+            and self.dlq_unique == self.bad_records
+        )
+
+    def figures(self) -> dict[str, Any]:
+        """The figures as plain data (no examples)."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("mismatch_kinds", "examples")}
+        out["mismatch_kinds"] = dict(self.mismatch_kinds)
+        out["bad_by_error"] = dict(self.bad_by_error)
+        out["clean"] = self.clean
+        return out
+
+    def summary(self) -> str:
+        return (
+            f"events={self.events} valid={self.valid_events} distinct={self.distinct_events} "
+            f"dups={self.upstream_duplicates} bad={self.bad_records} verdicts={self.verdicts} "
+            f"unique={self.unique_verdicts} redelivered={self.redelivered} lost={self.lost} "
+            f"applied_twice={self.applied_twice} mismatches={self.mismatches} over_limit={self.over_limit} "
+            f"unexpected={self.unexpected} dlq={self.dlq} dlq_unique={self.dlq_unique} "
+            f"state_mismatches={self.state_mismatches} users={self.users} clean={self.clean}"
+        )
+
+    def _example(self, example: dict[str, Any]) -> None:
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(orjson.loads(orjson.dumps(example, default=repr)))
+
+    def mismatch(self, kind: str, **detail: Any) -> None:
+        self.mismatches += 1
+        self.mismatch_kinds[kind] += 1
+        self._example({"kind": kind, **detail})
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m producer_sim.verifier`: check the topics named by the environment or the flags."""
+    from producer_sim.settings import SimSettings
+    from producer_sim.verifier import verify
+
+    p = argparse.ArgumentParser(
+        prog="python -m producer_sim.verifier",
+        description="Read the whole events, verdicts and dead-letter topics and check them against the "
+        "reference model (and the final leases in Redis). Defaults come from the environment.",
+    )
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--events-topic", help="events topic (EVENTS_TOPIC)")
+    p.add_argument("--verdicts-topic", help="verdicts topic (VERDICTS_TOPIC)")
+    p.add_argument("--dlq-topic", help="dead-letter topic (DLQ_TOPIC)")
+    p.add_argument("--no-dlq", action="store_true", help="do not check the dead-letter topic")
+    p.add_argument("--redis-url", help="Redis URL (REDIS_URL) to compare the final leases")
+    p.add_argument("--no-redis", action="store_true", help="do not check the lease state in Redis")
+    p.add_argument("--policies-topic", help="policies topic (POLICIES_TOPIC) the events resolve in")
+    p.add_argument("--no-policies", action="store_true", help="every event gets the settings' limits")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args(argv)
+    s = SimSettings()
+    events_topic = args.events_topic or s.events_topic
+    try:
+        report = asyncio.run(
+            verify(
+                args.bootstrap or s.kafka_bootstrap_servers,
+                events_topic,
+                args.verdicts_topic or s.verdicts_topic,
+                None if args.no_dlq else (args.dlq_topic or s.dlq_topic),
+                None if args.no_redis else (args.redis_url or s.redis_url),
+                max_streams=s.max_streams,
+                lease_ttl_ms=s.lease_ttl_ms,
+                policy=s.overflow_policy,
+                event_id_memory=s.event_id_memory,
+                policies_topic=None if args.no_policies else (args.policies_topic or s.policies_topic),
+            )
+        )
+    except (KafkaError, OSError, RuntimeError, TimeoutError) as exc:
+        print(f"verifier: could not check the run: {exc!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(
+            orjson.dumps(
+                {**report.figures(), "examples": report.examples}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+    else:
+        for name, value in report.figures().items():
+            print(f"{name:>24}: {value}")
+        for example in report.examples:
+            print(f"  example: {orjson.dumps(example).decode()[:400]}")
+    return 0 if report.clean else 1
