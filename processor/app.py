@@ -120,7 +120,9 @@ class Processor:
         await self._publisher.start()
         self._consumer = events_consumer(s)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
-        self._claimer = PartitionClaimer(self._consumer, self._store, s, self.metrics, self._retry_redis)
+        self._claimer = PartitionClaimer(
+            self._consumer, self._store, s, self.metrics, self._retry_redis, self.partitions, self._backoff
+        )
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
         self._http = HttpServer(s.http_port, self.metrics.registry, self.health, self.live)
@@ -207,7 +209,7 @@ class Processor:
         # (getmany returns nothing of a paused partition; its position stays put).
         self._consumer.pause(*assigned)
         for tp in sorted(assigned):
-            await self._claimer.take(self.partitions.assign(tp))
+            await self._claimer.take_or_retry(self.partitions.assign(tp))
         self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
         self.metrics.assigned.set(len(assigned))
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})

@@ -10,6 +10,8 @@ as replays.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -18,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from processor.config import Settings
 from processor.lease_store import Claim, LeaseStore
 from processor.metrics import Metrics
-from processor.partitions import PartitionState
+from processor.partitions import Partitions, PartitionState
 
 log = logging.getLogger("processor")
 
@@ -33,12 +35,48 @@ class PartitionClaimer:
         settings: Settings,
         metrics: Metrics,
         retry_redis: RetryRedis,
+        partitions: Partitions,
+        backoff: Callable[[int], Awaitable[None]],
     ) -> None:
         self._consumer = consumer
         self._store = store
         self._settings = settings
         self._metrics = metrics
         self._retry_redis = retry_redis
+        self._partitions = partitions
+        self._backoff = backoff
+        self._retries: set[asyncio.Task] = set()
+
+    async def take_or_retry(self, state: PartitionState) -> None:
+        """take(), but a claim that fails (Kafka or Redis away mid-rebalance) halts the partition
+        visibly (`claim_failed`) and is retried in the background; aiokafka would swallow the
+        error and leave the partition paused and unseen."""
+        try:
+            await self.take(state)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.error(
+                "claiming a partition failed; retrying",
+                extra={"partition": state.tp.partition, "error": repr(exc)},
+            )
+            state.halt("claim_failed")
+            task = asyncio.ensure_future(self._retry(state))
+            self._retries.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, state: PartitionState) -> None:
+        attempt = 0
+        while self._partitions.get(state.tp) is state and state.halt_reason == "claim_failed":
+            attempt += 1
+            try:
+                await self._backoff(attempt)
+            except Exception:  # noqa: BLE001 - stopping
+                return
+            if self._partitions.get(state.tp) is not state:
+                return  # revoked meanwhile
+            with contextlib.suppress(Exception):
+                await self.take(state)
+        if state.consuming and state.tp in self._consumer.assignment():
+            self._consumer.resume(state.tp)
 
     async def take(self, state: PartitionState) -> None:
         """Claim a new epoch for the partition; leave it consuming, or halted and paused."""

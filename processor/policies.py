@@ -26,6 +26,7 @@ from processor.topics import COMPACTED, ensure_topics
 log = logging.getLogger("processor")
 
 Limit = Annotated[StrictInt, Field(ge=0, le=1000)]
+ClassName = Annotated[str, Field(min_length=1, max_length=32)]
 POLICY_PARTITIONS = 1  # a handful of small records; one partition keeps every change in order
 
 
@@ -48,7 +49,11 @@ class PolicyValue(BaseModel):
 
     maxStreams: Limit
     overflow: Literal["reject", "evict_oldest"] | None = None
-    deviceClasses: dict[Annotated[str, Field(min_length=1, max_length=32)], Limit] | None = None
+    # At most 64 classes: the batch's policies go to the script with every call.
+    deviceClasses: (
+        Annotated[dict[Annotated[str, Field(min_length=1, max_length=32)], Limit], Field(max_length=64)]
+        | None
+    ) = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from redis import exceptions as redis_errors
 
+from processor.lease_store import LeaseStore
 from tests.harness import Flow, wait_until
 
 # Just under the producer's 1 MiB request limit: the record itself fits the broker, its DLQ
@@ -161,3 +163,27 @@ async def _created(admin: AIOKafkaAdminClient, topic: str) -> bool:
     result = await admin.create_topics([NewTopic(topic, 1, 1)])
     code = result.topic_errors[0][1]
     return code in (0, 36)  # created, or already exists (a retry after a slow create)
+
+
+async def test_a_claim_that_fails_mid_rebalance_halts_the_partition_and_is_retried(flow_factory, monkeypatch):
+    # Without the retry, aiokafka swallows the error and the partition stays paused, unseen.
+    calls = {"n": 0}
+    original = LeaseStore.claim
+
+    async def refused_once(self, partition: int):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise redis_errors.ResponseError("simulated: the claim is refused once")
+        return await original(self, partition)
+
+    monkeypatch.setattr(LeaseStore, "claim", refused_once)
+    async with flow_factory(partitions=1) as flow:
+        await flow.send("start", "u1", "s1", at=0, event_id="after-refused-claim")
+        running = flow.launch_processor()
+        await wait_until(
+            lambda: "after-refused-claim" in flow.verdicts_by_event(),
+            30,
+            what="decided after the retried claim",
+        )
+        assert calls["n"] == 2
+        assert running.processor.health()[0]
