@@ -92,7 +92,7 @@ class Result(NamedTuple):
     expires_at: int = 0
     now: int = 0
     evicted: tuple[str, ...] | list[str] = ()  # sessions revoked (evicted, or the terminated target)
-    policy: str = "d"  # the kind of policy applied: 'u' (user), 'p' (plan), 'd' (default/settings)
+    policy: str = "d"  # the policy applied: 'u' (user), 'p:<plan>' (plan), 'd' (default/settings)
     # Deny advice: [sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt] each
     conflicts: list | None = None
 
@@ -172,10 +172,13 @@ class LeaseStore:
         index: dict[int, int] = {}
         table = []
         numbers = []
-        for policy in policies:
+        for policy, (_o, _t, ev) in zip(policies, events, strict=True):
             number = index.get(id(policy))
             if number is None:
-                table.append((policy.kind, policy.max_streams, 1 if policy.evict else 0, policy.classes))
+                # A plan policy is stored as 'p:<plan>': a duplicate naming another plan must
+                # still report the plan its stored result was decided under.
+                kind = f"p:{ev.plan}" if policy.kind == "p" else policy.kind
+                table.append((kind, policy.max_streams, 1 if policy.evict else 0, policy.classes))
                 number = index[id(policy)] = len(table)
             numbers.append(number)
         blob = orjson.dumps(

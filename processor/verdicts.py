@@ -48,7 +48,11 @@ def policy_name(kind: str, user_id: str, plan: str | None) -> str:
     """The verdict's `policy` from the kind stored with the result ('u', 'p' or 'd')."""
     if kind == "d":
         return "default"
-    return f"user:{user_id}" if kind == "u" else f"plan:{plan}"
+    if kind == "u":
+        return f"user:{user_id}"
+    # 'p:<plan>' names the plan the result was decided under; a bare 'p' (the model's, or
+    # a result stored before plans were named) takes the event's plan.
+    return f"plan:{kind[2:]}" if kind.startswith("p:") else f"plan:{plan}"
 
 
 def advice(conflicts: list) -> tuple[list[dict], int | None]:

@@ -13,7 +13,7 @@
 --             timestamp ms, eventId ('' = none), deviceId (null = none), contentId (null = none),
 --             targetSessionId ('' = none), deviceClass ('' = none), policy number], ...]
 -- ARGV[10]    the batch's policies, JSON: [[kind, maxStreams, evict (0|1), {class = cap}], ...]
---             (kind 'u' user, 'p' plan, 'd' default or settings); an event's policy number is
+--             (kind 'u' user, 'p:<plan>' plan, 'd' default or settings); an event's policy number is
 --             its position here. Absent: every event gets the settings (ARGV[2], ARGV[4]).
 --
 -- Returns 'FENCED:<epoch>' when a newer owner took the partition (nothing is written),
@@ -371,7 +371,7 @@ for n, ev in ipairs(events) do
         result = format('[%d,%d,%d,%d,%d]', code, active, limit, expires, now)
       else
         result = format('[%d,%d,%d,%d,%d,', code, active, limit, expires, now)
-          .. (revoked and cjson.encode(revoked) or '[]') .. ',"' .. pkind .. '"'
+          .. (revoked and cjson.encode(revoked) or '[]') .. ',' .. cjson.encode(pkind)
           .. (conflicts and (',' .. conflicts) or '') .. ']'
       end
       if id_prefix then

@@ -394,3 +394,19 @@ async def test_a_plan_of_64_and_a_device_class_of_32_characters_are_decided(flow
         assert outcome(only(verdicts, "e1")) == ("allow", "started", 1, 1, f"plan:{plan}")
         assert outcome(only(verdicts, "e2")) == ("deny", "device_class_limit", 1, 1, f"plan:{plan}")
         assert flow._dlq.records == []
+
+
+async def test_a_duplicate_naming_another_plan_gets_the_first_verdict_byte_for_byte(flow_factory):
+    # The plan's name is stored with the result: a redelivery never reports a policy it was not
+    # decided under (found by an attacker's read: it used to say plan:<the duplicate's plan>).
+    async with flow_factory() as flow:
+        await flow.send_policy("plan:premium", {"maxStreams": 4})
+        await flow.send_policy("plan:basic", {"maxStreams": 1})
+        await flow.start_processor()
+        await flow.send("start", "u1", "s1", at=0, event_id="e1", plan="premium")
+        await flow.send("start", "u1", "s1", at=10, event_id="e1", plan="basic")
+        await flow.send("start", "u1", "s1", at=20, event_id="e1")
+        await flow.wait_verdicts(3)
+        records = [r for r in flow.verdict_records() if orjson.loads(r.value)["eventId"] == "e1"]
+        assert len(records) == 3 and len({r.value for r in records}) == 1
+        assert outcome(orjson.loads(records[0].value)) == ("allow", "started", 1, 4, "plan:premium")
