@@ -136,13 +136,13 @@ def _required_id(obj: dict, name: str) -> str:
     return _checked_id(value, name)
 
 
-def _checked_id(value: object, name: str) -> str:
+def _checked_id(value: object, name: str, limit: int = MAX_ID_CHARS) -> str:
     if type(value) is not str:
         raise DecodeError("wrong_type", f"{name} must be a string")
     if not value:
         raise DecodeError("empty_id", f"{name} must not be empty")
-    if len(value) > MAX_ID_CHARS:
-        raise DecodeError("id_too_long", f"{name} is longer than {MAX_ID_CHARS} characters")
+    if len(value) > limit:
+        raise DecodeError("id_too_long", f"{name} is longer than {limit} characters")
     return value
 
 
@@ -152,16 +152,6 @@ def _optional_text(obj: dict, name: str) -> str | None:
         raise DecodeError("wrong_type", f"{name} must be a string")
     if value is not None and len(value) > MAX_TEXT_CHARS:
         raise DecodeError("id_too_long", f"{name} is longer than {MAX_TEXT_CHARS} characters")
-    return value
-
-
-def _checked_text(value: object, name: str, limit: int) -> str:
-    if type(value) is not str:
-        raise DecodeError("wrong_type", f"{name} must be a string")
-    if not value:
-        raise DecodeError("empty_id", f"{name} must not be empty")
-    if len(value) > limit:
-        raise DecodeError("id_too_long", f"{name} is longer than {limit} characters")
     return value
 
 
@@ -215,12 +205,12 @@ def decode_event(value: bytes | None, key: bytes | None) -> DecodedEvent:
         raise DecodeError("wrong_type", "ts must be a number")
     plan = get("plan")
     if plan is not None and (type(plan) is not str or not 0 < len(plan) <= MAX_PLAN_CHARS):
-        _checked_text(plan, "plan", MAX_PLAN_CHARS)
+        _checked_id(plan, "plan", MAX_PLAN_CHARS)
     device_class = get("deviceClass")
     if device_class is not None and (
         type(device_class) is not str or not 0 < len(device_class) <= MAX_CLASS_CHARS
     ):
-        _checked_text(device_class, "deviceClass", MAX_CLASS_CHARS)
+        _checked_id(device_class, "deviceClass", MAX_CLASS_CHARS)
     target = None
     if kind == "terminate":
         target = get("targetSessionId")
