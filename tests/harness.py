@@ -68,6 +68,18 @@ async def wait_until(condition, timeout: float = 30.0, interval: float = 0.05, w
         await asyncio.sleep(interval)
 
 
+def only(verdicts: list[dict], event_id: str) -> dict:
+    """The one verdict of `event_id` that is not a revoke (asserts there is exactly one)."""
+    found = [v for v in verdicts if v["eventId"] == event_id and v["decision"] != "revoke"]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def revokes(verdicts: list[dict], event_id: str) -> list[dict]:
+    """The revoke verdicts `event_id` yielded."""
+    return [v for v in verdicts if v["eventId"] == event_id and v["decision"] == "revoke"]
+
+
 class _TopicReader:
     """Reads a whole topic from the beginning into a list, in the background."""
 

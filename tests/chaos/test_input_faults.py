@@ -24,7 +24,7 @@ from processor.wire import MAX_TEXT_CHARS, MAX_VALUE_BYTES, DecodedEvent, Decode
 from producer_sim.runner import SimConfig, Simulation
 from producer_sim.settings import SimSettings
 from tests.chaos.support import assert_clean, figures
-from tests.harness import TEST_SECRET
+from tests.harness import TEST_SECRET, user_id_key
 
 # --------------------------------------------------------------------------------------------
 # strategies
@@ -183,14 +183,7 @@ async def _send_all(flow, records: list[tuple[bytes | None, bytes | None, list]]
 
 def _key_of(value: bytes | None, key: bytes | str | None) -> bytes | None:
     """The key drawn; "user": the value's userId in UTF-8 when it has a string one, else none."""
-    if key != "user":
-        return key  # type: ignore[return-value]
-    try:
-        obj = orjson.loads(value) if value is not None else None
-    except orjson.JSONDecodeError:
-        return None
-    user_id = obj.get("userId") if isinstance(obj, dict) else None
-    return user_id.encode() if isinstance(user_id, str) else None
+    return user_id_key(value) if key == "user" else key  # type: ignore[return-value]
 
 
 async def test_arbitrary_records_through_the_processor_are_each_decided_or_dead_lettered(

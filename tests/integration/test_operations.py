@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import aiohttp
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -31,7 +32,7 @@ async def test_health_is_up_while_consuming_and_metrics_count_decisions(flow: Fl
     assert "concurrency_consumer_lag" in metrics and "concurrency_batch_seconds_bucket" in metrics
 
 
-async def test_health_is_down_on_the_instance_that_has_no_partition(flow_factory):
+async def test_health_is_down_but_live_is_up_on_the_instance_that_has_no_partition(flow_factory):
     async with flow_factory(partitions=1) as flow:
         first = await flow.start_processor()
         second = flow.launch_processor()
@@ -46,8 +47,12 @@ async def test_health_is_down_on_the_instance_that_has_no_partition(flow_factory
         )
         owner = next(p for p in both if p._consumer.assignment())
         idle = next(p for p in both if not p._consumer.assignment())
-        assert (await get(idle.http_port, "/health"))[0] == 503
-        assert (await get(owner.http_port, "/health"))[0] == 200
+        status, body = await get(idle.http_port, "/health")
+        assert (status, orjson.loads(body)["status"]) == (503, "DOWN")
+        assert (await get(idle.http_port, "/live"))[0] == 200  # a liveness probe must not restart it
+        status, body = await get(owner.http_port, "/health")
+        assert (status, orjson.loads(body)["status"]) == (200, "UP")
+        assert (await get(owner.http_port, "/live"))[0] == 200
 
 
 async def test_sigterm_finishes_the_batch_commits_and_exits_zero(flow: Flow, tmp_path):

@@ -11,7 +11,6 @@ import time
 import uuid
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 from aiokafka.partitioner import murmur2
@@ -22,7 +21,7 @@ from processor.config import Settings, load_settings
 from processor.lease_store import LeaseStore, Rules
 from processor.redis_checks import UnsafeRedisError, check_redis_safe
 from processor.wire import decode_event
-from tests.harness import TEST_SECRET, wait_until
+from tests.harness import TEST_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -194,33 +193,3 @@ async def test_leases_of_an_unknown_user_is_an_empty_listing(redis_url: str, tmp
     listing = await list_leases(redis_url, f"ops-{uuid.uuid4().hex[:10]}", "nobody", tmp_path)
     assert listing["leases"] == {}
     assert listing["evaluatedBy"] == "wall clock"
-
-
-# -- liveness of an idle standby --------------------------------------------------------
-
-
-async def get(port: int, path: str) -> tuple[int, dict | None]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as resp:
-        return resp.status, await resp.json() if resp.content_type == "application/json" else None
-
-
-async def test_idle_standby_is_live_but_not_healthy(flow_factory):
-    async with flow_factory(partitions=1) as flow:
-        first = await flow.start_processor()
-        second = flow.launch_processor()
-        both = (first.processor, second.processor)
-        await wait_until(
-            lambda: (
-                all(p._consuming and p.http_port for p in both)
-                and sorted(len(p._consumer.assignment()) for p in both) == [0, 1]
-            ),
-            what="rebalance",
-        )
-        owner = next(p for p in both if p._consumer.assignment())
-        idle = next(p for p in both if not p._consumer.assignment())
-        status, body = await get(idle.http_port, "/health")
-        assert (status, body["status"]) == (503, "DOWN")
-        assert (await get(idle.http_port, "/live"))[0] == 200  # a probe must not restart it
-        status, body = await get(owner.http_port, "/health")
-        assert (status, body["status"]) == (200, "UP")
-        assert (await get(owner.http_port, "/live"))[0] == 200

@@ -14,19 +14,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.harness import Flow, wait_until
+from tests.harness import Flow, only, revokes, wait_until
 
 TTL = 90_000
-
-
-def only(verdicts: list[dict], event_id: str) -> dict:
-    found = [v for v in verdicts if v["eventId"] == event_id and v["decision"] != "revoke"]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def revokes(verdicts: list[dict], event_id: str) -> list[dict]:
-    return [v for v in verdicts if v["eventId"] == event_id and v["decision"] == "revoke"]
 
 
 def outcome(v: dict) -> tuple:

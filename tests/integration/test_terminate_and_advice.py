@@ -6,20 +6,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from tests.harness import Flow
+from tests.harness import Flow, only, revokes
 
 TTL = 90_000
 CONFLICT_KEYS = {"sessionId", "deviceId", "deviceClass", "contentId", "startedAt", "leaseExpiresAt"}
-
-
-def only(verdicts: list[dict], event_id: str) -> dict:
-    found = [v for v in verdicts if v["eventId"] == event_id and v["decision"] != "revoke"]
-    assert len(found) == 1, found
-    return found[0]
-
-
-def revokes(verdicts: list[dict], event_id: str) -> list[dict]:
-    return [v for v in verdicts if v["eventId"] == event_id and v["decision"] == "revoke"]
 
 
 def values_of(flow: Flow, event_id: str) -> list[bytes]:
