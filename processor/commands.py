@@ -12,14 +12,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processor.config import Settings
-from processor.metrics import Metrics
 from processor.policies import (
     PolicyError,
-    PolicyFollower,
-    PolicyTable,
     ensure_policies_topic,
     parse_policy,
     policy_kind,
+    read_policies,
 )
 from processor.wire import DecodeError, decode_event
 
@@ -65,10 +63,13 @@ async def policy_delete(settings: Settings, key: str) -> dict:
 async def policy_list(settings: Settings) -> dict:
     """Every policy in force, as the processor reads them (malformed records skipped)."""
     partitions = await ensure_policies_topic(settings)
-    table = PolicyTable(settings.max_streams, settings.overflow_policy)
-    follower = PolicyFollower(settings.kafka_bootstrap_servers, settings.policies_topic, table, Metrics())
-    await follower.start(partitions, follow=False)
-    await follower.stop()
+    table = await read_policies(
+        settings.kafka_bootstrap_servers,
+        settings.policies_topic,
+        partitions,
+        settings.max_streams,
+        settings.overflow_policy,
+    )
     return {
         "topic": settings.policies_topic,
         "settings": {"maxStreams": settings.max_streams, "overflow": settings.overflow_policy},

@@ -236,6 +236,19 @@ class PolicyFollower:
             await self._consumer.stop()
 
 
+async def read_policies(
+    bootstrap: str, topic: str, partitions: int, max_streams: int, overflow: str
+) -> PolicyTable:
+    """The policies in force now: the topic read once to its end, as the processor reads it."""
+    table = PolicyTable(max_streams, overflow)
+    follower = PolicyFollower(bootstrap, topic, table, Metrics())
+    try:
+        await follower.start(partitions, follow=False)
+    finally:
+        await follower.stop()
+    return table
+
+
 async def follow_policies(settings: Settings, metrics: Metrics) -> PolicyFollower:
     """Create the topic if missing, read it to its end, and follow it from then on."""
     partitions = await ensure_policies_topic(settings)

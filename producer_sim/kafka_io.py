@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from processor.policies import PolicyTable, ensure_policies_topic
+from processor.policies import PolicyTable, ensure_policies_topic, read_policies
 from processor.topics import ensure_topics
 from producer_sim.plans import policy_table
 from producer_sim.settings import SimSettings
@@ -137,11 +137,10 @@ async def read_policy_table(bootstrap: str, topic: str, max_streams: int, overfl
     """The policies in force, as the processor reads them: every record of `topic` in order
     (a missing topic: the settings alone). Malformed records are skipped, as it skips them."""
     try:
-        records = await read_topic(bootstrap, topic)
+        partitions = await topic_partitions(bootstrap, topic)
     except RuntimeError:  # no such topic: no policies
-        records = []
-    records.sort(key=lambda r: (r.partition, r.offset))
-    return policy_table(max_streams, overflow, [(r.key, r.value) for r in records])
+        return PolicyTable(max_streams, overflow)
+    return await read_policies(bootstrap, topic, partitions, max_streams, overflow)
 
 
 async def install_policies(
