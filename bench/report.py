@@ -14,6 +14,32 @@ def write_json(report: dict, path: Path) -> None:
     path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
 
 
+def summary(report: dict, data: str, events: int) -> dict:
+    """The figures a before/after comparison reads: one-process throughput and Redis time per event."""
+    rows = {c["name"]: c for c in report["throughput"] if "events_per_s" in c}
+    inproc = rows.get("processor", {})
+    one = rows.get("processor x1 (process)", {})
+    redis = report.get("redis", {})
+    return {
+        "data": data,
+        "processor_reads_policies": report.get("policies", {}).get("processor_reads_policies"),
+        "events": events,
+        "processor_events_per_s": inproc.get("events_per_s"),
+        "processor_ratio_to_ceiling": inproc.get("ratio_to_ceiling"),
+        "processor_cpu_us_per_event": inproc.get("cpu_us_per_event"),
+        "redis_usec_per_event": redis.get("redis_usec_per_event"),
+        "redis_usec_per_input_event": redis.get("redis_usec_per_input_event"),
+        "redis_value_bytes_per_user_key": (redis.get("state") or {}).get("value_bytes_per_user_key"),
+        "redis_memory_usage_per_user_key": (redis.get("state") or {}).get("memory_usage_per_user_key"),
+        "decisions_by_reason": report.get("decisions"),
+        "one_process_events_per_s": one.get("events_per_s"),
+        "one_process_redis_usec_per_event": one.get("redis_usec_per_event"),
+        "ceiling_events_per_s": report.get("ceiling_events_per_s"),
+        "note": "processor = in-process run (part processor); one_process = python -m processor "
+        "(part scaling); Redis time = INFO commandstats evalsha usec / verdicts",
+    }
+
+
 def _fmt(x, nd=0) -> str:
     if x is None:
         return "-"

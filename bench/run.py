@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 import os
 import signal
@@ -30,7 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import orjson  # noqa: E402
 import psutil  # noqa: E402
 from aiokafka import AIOKafkaProducer  # noqa: E402
 
@@ -45,8 +43,8 @@ from bench.kafka_util import (  # noqa: E402
     wait_group_done,
 )
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles  # noqa: E402
+from bench.policy_setup import prepare_policies_topic  # noqa: E402
 from bench.procs import (  # noqa: E402
-    JWT_SECRET,
     InProcess,
     Names,
     SubProcess,
@@ -58,7 +56,7 @@ from bench.procs import (  # noqa: E402
     redis_user_keys,
     summarize_commandstats,
 )
-from bench.report import print_tables, write_charts, write_json  # noqa: E402
+from bench.report import print_tables, summary, write_charts, write_json  # noqa: E402
 from bench.services import machine_info, redis_info, start_services  # noqa: E402
 
 PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "memory")
@@ -138,35 +136,10 @@ class Bench:
 
     async def prepare_policies(self) -> None:
         """The run's policies topic: created (compacted), and with --plans the plan policies in it."""
-        supported = processor_has_policies()
-        records = data_mod.PLAN_POLICIES if self.args.plans else {}
         self.created_topics.append(self.policies_topic)
-        if supported:
-            from processor.config import load_settings
-            from processor.policies import ensure_policies_topic
-
-            settings = load_settings(
-                kafka_bootstrap_servers=self.bootstrap,
-                policies_topic=self.policies_topic,
-                jwt_secret=JWT_SECRET,
-            )
-            await ensure_policies_topic(settings)
-        else:  # a processor from before issue 13: it never reads the topic
-            await create_topics(self.bootstrap, [self.policies_topic], 1, {"cleanup.policy": "compact"})
-        if records:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-            await producer.start()
-            try:
-                for key, value in records.items():
-                    await producer.send_and_wait(self.policies_topic, orjson.dumps(value), key=key.encode())
-            finally:
-                await producer.stop()
-        self.report["policies"] = {
-            "topic": self.policies_topic,
-            "records": records,
-            "processor_reads_policies": supported,
-        }
-        if records and not supported:
+        records = data_mod.PLAN_POLICIES if self.args.plans else {}
+        self.report["policies"] = await prepare_policies_topic(self.bootstrap, self.policies_topic, records)
+        if records and not self.report["policies"]["processor_reads_policies"]:
             log(
                 "this processor has no policies (no processor.policies): the plan and deviceClass "
                 "fields are produced and ignored, the 'before' figure for the same bytes"
@@ -494,43 +467,8 @@ class Bench:
             await self.part("latency", self.latency())
         if "memory" in parts:
             await self.part("memory", self.memory())
-        self.report["summary"] = self.summary()
+        self.report["summary"] = summary(self.report, "plans" if self.args.plans else "plain", self.events)
         return self.report
-
-    def summary(self) -> dict:
-        """The figures a before/after comparison reads: one-process throughput and Redis time per event."""
-        rows = {c["name"]: c for c in self.report["throughput"] if "events_per_s" in c}
-        inproc = rows.get("processor", {})
-        one = rows.get("processor x1 (process)", {})
-        redis = self.report.get("redis", {})
-        return {
-            "data": "plans" if self.args.plans else "plain",
-            "processor_reads_policies": self.report.get("policies", {}).get("processor_reads_policies"),
-            "events": self.events,
-            "processor_events_per_s": inproc.get("events_per_s"),
-            "processor_ratio_to_ceiling": inproc.get("ratio_to_ceiling"),
-            "processor_cpu_us_per_event": inproc.get("cpu_us_per_event"),
-            "redis_usec_per_event": redis.get("redis_usec_per_event"),
-            "redis_usec_per_input_event": redis.get("redis_usec_per_input_event"),
-            "redis_value_bytes_per_user_key": (redis.get("state") or {}).get("value_bytes_per_user_key"),
-            "redis_memory_usage_per_user_key": (redis.get("state") or {}).get("memory_usage_per_user_key"),
-            "decisions_by_reason": self.report.get("decisions"),
-            "one_process_events_per_s": one.get("events_per_s"),
-            "one_process_redis_usec_per_event": one.get("redis_usec_per_event"),
-            "ceiling_events_per_s": self.report.get("ceiling_events_per_s"),
-            "note": "processor = in-process run (part processor); one_process = python -m processor "
-            "(part scaling); Redis time = INFO commandstats evalsha usec / verdicts",
-        }
-
-
-def processor_has_policies() -> bool:
-    """Whether the processor package in use (this tree's) has policies (issue 13).
-
-    Looked up as a file of the package, not by import: the project's editable install would
-    find a missing submodule in the main checkout when this runs in a worktree of an old commit.
-    """
-    spec = importlib.util.find_spec("processor")
-    return bool(spec and spec.origin) and (Path(spec.origin).parent / "policies.py").is_file()
 
 
 def slope(series: list[tuple[float, float]]) -> float:
