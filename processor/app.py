@@ -32,6 +32,7 @@ from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.redis_checks import check_redis_safe
+from processor.replies import ReplySender
 from processor.tokens import make_signer
 from processor.topics import ensure_topics
 
@@ -75,6 +76,7 @@ class Processor:
         self._store: LeaseStore | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._publisher: VerdictPublisher | None = None
+        self._replies: ReplySender | None = None
         self._committer: OffsetCommitter | None = None
         self._claimer: PartitionClaimer | None = None
         self.policies: PolicyFollower | None = None
@@ -118,6 +120,7 @@ class Processor:
             s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
         )
         await self._publisher.start()
+        self._replies = ReplySender(s.kafka_bootstrap_servers, self.metrics)
         self._consumer = events_consumer(s)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
         self._claimer = PartitionClaimer(
@@ -156,6 +159,8 @@ class Processor:
             await self._consumer.stop()  # leaves the group, partitions move at once
         if self._publisher is not None:
             await self._publisher.stop()
+        if self._replies is not None:
+            await self._replies.stop()
         if self.policies is not None:
             await self.policies.stop()
         if self._http is not None:
@@ -358,7 +363,14 @@ class Processor:
         for b in batches:
             for target, key, value in b.verdicts:
                 by_partition.setdefault(target, []).append((key, value, None))
-        await self._publisher.publish(by_partition, [dl for b in batches for dl in b.dead_letters])
+        dead_letters = [dl for b in batches for dl in b.dead_letters]
+        replies = [r for b in batches for r in b.replies]
+        if not replies:
+            await self._publisher.publish(by_partition, dead_letters)
+            return
+        # Both before the commit; side by side, so a waiting requester is not kept waiting twice.
+        assert self._replies is not None
+        await asyncio.gather(self._publisher.publish(by_partition, dead_letters), self._replies.send(replies))
 
     def _start_commit(self) -> None:
         if self._committer is not None:

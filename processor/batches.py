@@ -18,6 +18,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from processor import rules
 from processor.lease_store import Result
 from processor.metrics import Metrics
+from processor.replies import BadReplyHeader, ReplyRecord, reply_target
 from processor.tokens import TokenSigner
 from processor.verdicts import build_verdicts
 from processor.wire import DecodedEvent, DecodeError, decode_event
@@ -35,6 +36,8 @@ class PartitionBatch:
     dead_letters: list[tuple[object, DecodeError]] = field(default_factory=list)
     results: list[Result] | None = None
     verdicts: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    replies: list[ReplyRecord] = field(default_factory=list)  # copies for the events' reply headers
+    bad_reply_headers: int = 0
     owner: object = None  # the PartitionState it was fetched under, and its generation then
     generation: int = 0
 
@@ -98,8 +101,24 @@ def build_batch_verdicts(
             continue
         key = ev.user_id.encode()
         target = partition_of(key)
-        for value in build_verdicts(ev, result, topic, partition, offset, signer):
-            out.append((target, key, value))
+        values = build_verdicts(ev, result, topic, partition, offset, signer)
+        out += [(target, key, value) for value in values]
+        if rec.headers:
+            _add_replies(b, rec, key, values)
+
+
+def _add_replies(b: PartitionBatch, rec, key: bytes, values: list[bytes]) -> None:
+    try:
+        reply = reply_target(rec.headers)
+    except BadReplyHeader as err:
+        b.bad_reply_headers += 1
+        log.warning(
+            "bad reply header: no reply sent (the verdict is on the verdicts topic)",
+            extra={"partition": rec.partition, "offset": rec.offset, "detail": str(err)},
+        )
+        return
+    if reply is not None:
+        b.replies += [(*reply, key, value) for value in values]
 
 
 def observe(metrics: Metrics, b: PartitionBatch, highwater: int | None) -> None:
@@ -110,6 +129,8 @@ def observe(metrics: Metrics, b: PartitionBatch, highwater: int | None) -> None:
         outcome = rules.OUTCOMES.get(code)
         if outcome is not None:
             metrics.events.labels(kind, *outcome).inc(n)
+    if b.bad_reply_headers:
+        metrics.replies.labels("bad_header").inc(b.bad_reply_headers)
     revoked = sum(len(r.evicted) for r in b.results or ())
     if revoked:
         metrics.revokes.inc(revoked)

@@ -56,6 +56,13 @@ class Metrics:
         self.retries = Counter(
             "concurrency_retries_total", "Retries after transient failures", ["what"], registry=r
         )
+        self.replies = Counter(
+            "concurrency_replies_total",
+            "Verdict copies for reply headers, by outcome: sent, failed, unknown_topic, "
+            "unknown_partition, bad_header",
+            ["outcome"],
+            registry=r,
+        )
         self.assigned = Gauge(
             "concurrency_assigned_partitions", "Partitions assigned to this instance", registry=r
         )

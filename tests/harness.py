@@ -209,23 +209,34 @@ class Flow:
 
     # -- input --------------------------------------------------------------------------
     async def send(
-        self, kind: str, user: str, session: str, at: int, event_id: str | None = None, **fields: object
+        self,
+        kind: str,
+        user: str,
+        session: str,
+        at: int,
+        event_id: str | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        **fields: object,
     ) -> RecordMetadata:
         """Send one event whose record timestamp is `t0 + at` ms."""
         value = {"type": kind, "userId": user, "sessionId": session, **fields}
         if event_id is not None:
             value["eventId"] = event_id
-        return await self.send_raw(orjson.dumps(value), key=user.encode(), at=at)
+        return await self.send_raw(orjson.dumps(value), key=user.encode(), at=at, headers=headers)
 
     async def send_raw(
-        self, value: bytes | None, key: bytes | _UserIdKey | None = USER_ID_KEY, at: int = 0
+        self,
+        value: bytes | None,
+        key: bytes | _UserIdKey | None = USER_ID_KEY,
+        at: int = 0,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> RecordMetadata:
         """Send one record as is; keyed by its userId unless `key` is given (None: no key)."""
         assert self._producer is not None
         if isinstance(key, _UserIdKey):
             key = user_id_key(value)
         return await self._producer.send_and_wait(
-            self.settings.events_topic, key=key, value=value, timestamp_ms=self.t0 + at
+            self.settings.events_topic, key=key, value=value, timestamp_ms=self.t0 + at, headers=headers
         )
 
     async def send_policy(self, key: str, value: dict | bytes | None) -> RecordMetadata:
