@@ -9,10 +9,10 @@ PIP     := $(VENV)/bin/pip
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 STAMP   := $(VENV)/.installed-$(PYPROJECT_HASH)
 
-.PHONY: help install system-deps services services-down demo test bench lint clean
+.PHONY: help install system-deps services services-cluster services-down demo test bench lint clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(STAMP) ## create .venv and install the project with its dev and plot extras (quick when done)
 
@@ -28,7 +28,10 @@ system-deps: install ## make sure redis-server and the Apache Kafka jars (Java +
 services: install ## start Kafka on localhost:9092 and Redis on localhost:6379 (Docker if it answers, else local processes)
 	$(PY) -m compose.launcher up
 
-services-down: install ## stop the services started by `make services`
+services-cluster: install ## start Kafka on localhost:9092 and a Redis Cluster (3 masters + 3 replicas) on localhost:7000-7005
+	$(PY) -m compose.launcher up --redis-cluster
+
+services-down: install ## stop the services started by `make services` or `make services-cluster`
 	$(PY) -m compose.launcher down
 
 demo: install system-deps ## run the demo: local Kafka + Redis, the processor and the simulator, then its report
