@@ -1,0 +1,1 @@
+"""The HTTP gateway: players' calls become player events on Kafka, answered by their verdicts."""

@@ -1,0 +1,220 @@
+"""The HTTP routes of the gateway (FastAPI), as the contract's "The HTTP gateway" lists them.
+
+Why FastAPI on uvicorn: the request bodies are pydantic models already (the processor's wire
+limits), FastAPI generates /openapi.json from them and from the response models, so the
+document cannot drift from what is accepted; it is async, well kept and the most used Python
+API framework. uvicorn (with uvloop and httptools) is its usual ASGI server, runs one process
+here, and is programmable (tests start it in-process on a free port). The call routes read
+their input through parsing.py (same models, cheaper than FastAPI's parameter injection) and
+hand it to `Gateway` (service.py). Bad input is the contract's 400 `{"error", "detail"}`
+(FastAPI's 422 nowhere, in the document neither).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway import parsing
+from gateway.auth import make_verifier
+from gateway.events import new_session_id
+from gateway.models import (
+    ErrorBody,
+    HealthBody,
+    SessionsBody,
+    StartRequest,
+    TerminateRequest,
+    TimeoutBody,
+    VerdictBody,
+)
+from gateway.service import Answer, Gateway, error
+from gateway.settings import GatewaySettings
+
+DEFAULT_REQUESTER = "account"  # the requester's sessionId of a terminate that names none
+
+_WHAT = {
+    400: "bad input, never published",
+    401: "missing, malformed, badly signed or expired token",
+    503: "not ready, or too many calls in flight: retry after Retry-After",
+    504: "no verdict in time: retry with the same Idempotency-Key",
+}
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": TimeoutBody if s == 504 else ErrorBody, "description": _WHAT[s]} for s in statuses}
+
+
+def _verdict(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": VerdictBody, "description": description}}
+
+
+_CALL_ERRORS = _errors(400, 401, 503, 504)
+
+
+def _respond(answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, headers=answer.headers)
+
+
+def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
+    gw = gateway or Gateway(settings)
+    verifier = make_verifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    app = FastAPI(
+        title="Stream concurrency gateway",
+        version="1.0",
+        description="Players' HTTP calls become player events on Kafka; each answer is the event's verdict.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = gw
+
+    @app.exception_handler(parsing.Unauthorized)
+    async def _unauthorized(_request: Request, exc: parsing.Unauthorized) -> Response:
+        answer = error(401, "unauthorized", exc.detail)
+        return Response(answer.body, 401, headers={**answer.headers, "www-authenticate": "Bearer"})
+
+    @app.exception_handler(parsing.NotJson)
+    async def _not_json(_request: Request, _exc: parsing.NotJson) -> Response:
+        return _respond(error(400, "not_json", "the body must be a JSON object"))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_request: Request, exc: RequestValidationError) -> Response:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
+        )
+        return _respond(error(400, "bad_request", detail[:1000]))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        answer = error(exc.status_code, code, str(exc.detail))
+        return Response(answer.body, exc.status_code, headers={**answer.headers, **(exc.headers or {})})
+
+    @app.post(
+        "/v1/sessions",
+        summary="start a session (a new UUID when sessionId is absent)",
+        responses={
+            **_verdict(200, "allow: started or already_active, with the playback token"),
+            **_verdict(409, "deny: limit_exceeded or device_class_limit, with conflicts and nextFreeAt"),
+            **_CALL_ERRORS,
+        },
+        openapi_extra=parsing.operation_extra(request_body=StartRequest),
+        response_class=Response,
+    )
+    async def start(request: Request) -> Response:
+        who = parsing.caller(request, verifier)
+        key = parsing.idempotency_key(request)
+        body = await parsing.body(request, StartRequest)
+        session_id = body.sessionId or new_session_id(who.user_id, key)
+        fields = {"deviceId": body.deviceId, "deviceClass": body.deviceClass, "contentId": body.contentId}
+        return _respond(await gw.call("start", who, session_id, key, **fields))
+
+    @app.post(
+        "/v1/sessions/{sessionId}/heartbeat",
+        summary="renew a session's lease",
+        responses={
+            **_verdict(200, "allow: renewed, with a new token"),
+            **_verdict(410, "deny: no_lease (the player must stop)"),
+            **_CALL_ERRORS,
+        },
+        openapi_extra=parsing.operation_extra(path_id=True),
+        response_class=Response,
+    )
+    async def heartbeat(request: Request) -> Response:
+        who = parsing.caller(request, verifier)
+        session_id, key = parsing.session_id(request), parsing.idempotency_key(request)
+        return _respond(await gw.call("heartbeat", who, session_id, key))
+
+    @app.delete(
+        "/v1/sessions/{sessionId}",
+        summary="stop a session",
+        responses={**_verdict(200, "allow: stopped or not_active"), **_CALL_ERRORS},
+        openapi_extra=parsing.operation_extra(path_id=True),
+        response_class=Response,
+    )
+    async def stop(request: Request) -> Response:
+        who = parsing.caller(request, verifier)
+        session_id, key = parsing.session_id(request), parsing.idempotency_key(request)
+        return _respond(await gw.call("stop", who, session_id, key))
+
+    @app.post(
+        "/v1/sessions/{sessionId}/terminate",
+        summary="end another session of the same user (e.g. from the account page)",
+        responses={**_verdict(200, "allow: terminated or not_active"), **_CALL_ERRORS},
+        openapi_extra=parsing.operation_extra(path_id=True, request_body=TerminateRequest),
+        response_class=Response,
+    )
+    async def terminate(request: Request) -> Response:
+        who = parsing.caller(request, verifier)
+        target, key = parsing.session_id(request), parsing.idempotency_key(request)
+        requester = (await parsing.body(request, TerminateRequest)).sessionId or DEFAULT_REQUESTER
+        return _respond(await gw.call("terminate", who, requester, key, targetSessionId=target))
+
+    @app.get(
+        "/v1/sessions",
+        summary="the caller's active sessions, from Redis",
+        responses={200: {"model": SessionsBody, "description": "active leases"}, **_errors(401, 503)},
+        openapi_extra={"security": [{"bearer": []}]},
+        response_class=Response,
+    )
+    async def list_sessions(request: Request) -> Response:
+        return _respond(await gw.sessions(parsing.caller(request, verifier)))
+
+    @app.get(
+        "/health",
+        summary="200 while the gateway can route replies, else 503",
+        responses={
+            200: {"model": HealthBody, "description": "UP"},
+            503: {"model": HealthBody, "description": "DOWN, and why"},
+        },
+        response_class=Response,
+    )
+    async def health() -> Response:
+        ok, body = gw.health()
+        return _respond(Answer(200 if ok else 503, HealthBody(**body).model_dump_json().encode()))
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "metrics"}
+        },
+        response_class=Response,
+    )
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.registry), headers={"content-type": CONTENT_TYPE_LATEST})
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document plus the request models and the bearer scheme of parsing.py."""
+    if app.openapi_schema is None:
+        doc = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        parsing.add_components(doc, [StartRequest, TerminateRequest])
+        for path in doc["paths"].values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)  # never sent: bad input is 400
+        doc["components"]["schemas"].pop("HTTPValidationError", None)
+        doc["components"]["schemas"].pop("ValidationError", None)
+        app.openapi_schema = doc
+    return app.openapi_schema

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the gateway (served on /metrics), one registry per instance."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests_total",
+            "HTTP calls answered, by call and status",
+            ["call", "status"],
+            registry=r,
+        )
+        self.seconds = Histogram(
+            "gateway_verdict_seconds",
+            "Event published to its verdict received",
+            ["call"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.timeouts = Counter(
+            "gateway_verdict_timeouts_total", "Calls with no verdict in time", ["call"], registry=r
+        )
+        self.fail_open = Counter(
+            "gateway_fail_open_total",
+            "Degraded allows with a 60 s token after a timeout (GATEWAY_ON_TIMEOUT=allow)",
+            ["call"],
+            registry=r,
+        )
+        self.replies = Counter(
+            "gateway_replies_total",
+            "Reply records read, by outcome (matched, no_waiter, revoke, not_a_verdict)",
+            ["outcome"],
+            registry=r,
+        )
+        self.in_flight = Gauge("gateway_in_flight", "Calls waiting for their verdict", registry=r)
+        self.rejected = Counter(
+            "gateway_rejected_total", "Calls refused with 503, by reason", ["reason"], registry=r
+        )

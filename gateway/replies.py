@@ -1,0 +1,174 @@
+"""Reply routing: each gateway instance reads only the replies to the events it sent.
+
+Every instance joins one consumer group on the replies topic. On each assignment it reads its
+partitions from their end (it only waits for replies to what it sends from then on) and names
+the first of them in the `reply.partition` header of its events; the processor copies each
+event's verdicts there. A reply is matched to its waiter by eventId and by being the event's
+own verdict (a `revoke` carries the triggering eventId too). The wait map is bounded and every
+waiter ends by its reply or its timeout, so nothing is kept for replies that never come; a
+request in flight across a rebalance times out and its client retries with the same
+Idempotency-Key (the same event, so the same verdict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger("gateway")
+
+
+class WaitMapFull(RuntimeError):
+    pass
+
+
+class Reply:
+    __slots__ = ("value", "verdict")
+
+    def __init__(self, value: bytes, verdict: dict) -> None:
+        self.value = value  # the verdict's bytes, as on the verdicts topic
+        self.verdict = verdict
+
+
+class WaitMap:
+    """eventId -> the futures waiting for its verdict; at most `capacity` futures in all."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._waiters: dict[str, list[asyncio.Future[Reply]]] = {}
+        self.size = 0
+
+    def add(self, event_id: str) -> asyncio.Future[Reply]:
+        if self.size >= self.capacity:
+            raise WaitMapFull(f"{self.size} requests are waiting for verdicts (GATEWAY_MAX_IN_FLIGHT)")
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(event_id, []).append(future)
+        self.size += 1
+        return future
+
+    def discard(self, event_id: str, future: asyncio.Future[Reply]) -> None:
+        """Forget one waiter (answered, timed out or cancelled); a no-op when already gone."""
+        futures = self._waiters.get(event_id)
+        if futures is None or future not in futures:
+            return
+        futures.remove(future)
+        self.size -= 1
+        if not futures:
+            del self._waiters[event_id]
+
+    def resolve(self, value: bytes) -> str:
+        """Hand a reply record to the waiters of its event; say what became of it (a metric label)."""
+        try:
+            verdict = orjson.loads(value)
+            event_id = verdict["eventId"]
+            if verdict["decision"] == "revoke":
+                return "revoke"
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            log.warning("a reply that is not a verdict was ignored", extra={"value": value[:200]})
+            return "not_a_verdict"
+        futures = self._waiters.pop(event_id, None) if isinstance(event_id, str) else None
+        if not futures:
+            return "no_waiter"  # its waiter timed out, or it was sent before this assignment
+        self.size -= len(futures)
+        reply = Reply(value, verdict)
+        for future in futures:
+            if not future.done():
+                future.set_result(reply)
+        return "matched"
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, router: ReplyRouter) -> None:
+        self._router = router
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._router.partition = None  # until the new assignment is read from its end
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._router.assigned(assigned)
+
+
+class ReplyRouter:
+    def __init__(self, bootstrap: str, topic: str, group: str, wait_map: WaitMap, on_reply=None) -> None:
+        self.topic = topic
+        self.wait_map = wait_map
+        self.partition: int | None = None  # the reply partition named in this instance's events
+        self.assigned_partitions: list[int] = []
+        self.assignments = 0  # assignments received so far
+        self._on_reply = on_reply or (lambda outcome: None)
+        self._bootstrap = bootstrap
+        self._group = group
+        self._consumer: AIOKafkaConsumer | None = None  # made in start(): aiokafka needs the loop
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group,
+            enable_auto_commit=False,  # it never commits: each assignment starts at the end
+            auto_offset_reset="latest",
+            fetch_max_wait_ms=100,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        self._task = asyncio.create_task(self._read(consumer), name="gateway-replies")
+
+    def reading(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        self.partition = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def assigned(self, assigned: list[TopicPartition]) -> None:
+        mine = sorted(tp for tp in assigned if tp.topic == self.topic)
+        self.assigned_partitions = [tp.partition for tp in mine]
+        self.assignments += 1
+        if not mine:
+            self.partition = None
+            log.warning("no reply partition assigned: more gateway instances than reply partitions")
+            return
+        # Positions resolved before the partition is named: a reply to an event sent after
+        # this point can never land before the position the consumer reads from.
+        assert self._consumer is not None
+        await self._consumer.seek_to_end(*mine)
+        for tp in mine:
+            await self._consumer.position(tp)
+        self.partition = mine[0].partition
+        log.info("reply partitions assigned", extra={"partitions": self.assigned_partitions})
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            await self._loop(consumer)
+        except Exception:
+            log.exception("the reply reader failed: no reply can be matched until a restart")
+            self.partition = None  # /health 503, calls 503: never wait for replies nobody reads
+            raise
+
+    async def _loop(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            except KafkaError as exc:
+                log.warning("reading replies failed: retrying", extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                continue
+            resolve, on_reply = self.wait_map.resolve, self._on_reply
+            for records in batches.values():
+                for record in records:
+                    if record.value is not None:
+                        on_reply(resolve(record.value))

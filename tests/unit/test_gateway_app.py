@@ -1,0 +1,47 @@
+"""The gateway's OpenAPI document and its error shapes, from the app alone (no services)."""
+
+from __future__ import annotations
+
+from gateway.app import create_app
+from gateway.settings import load_gateway_settings
+
+SECRET = "unit-test-auth-secret-0123456789abcdef"
+
+
+def test_the_openapi_document_has_every_route_and_says_400_where_fastapi_would_say_422():
+    doc = create_app(load_gateway_settings(gateway_auth_secret=SECRET)).openapi()
+    paths = doc["paths"]
+    assert set(paths) == {
+        "/v1/sessions",
+        "/v1/sessions/{sessionId}/heartbeat",
+        "/v1/sessions/{sessionId}",
+        "/v1/sessions/{sessionId}/terminate",
+        "/health",
+        "/metrics",
+    }
+    assert set(paths["/v1/sessions"]["post"]["responses"]) == {"200", "409", "400", "401", "503", "504"}
+    assert set(paths["/v1/sessions/{sessionId}/heartbeat"]["post"]["responses"]) == {
+        "200",
+        "410",
+        "400",
+        "401",
+        "503",
+        "504",
+    }
+    assert set(paths["/v1/sessions"]["get"]["responses"]) == {"200", "401", "503"}
+    assert all("422" not in op["responses"] for path in paths.values() for op in path.values())
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    start = schemas["StartRequest"]["properties"]
+    assert [start[f]["anyOf"][0]["maxLength"] for f in ("sessionId", "deviceId", "deviceClass")] == [
+        128,
+        256,
+        32,
+    ]
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert paths["/v1/sessions"]["post"]["security"] == [{"bearer": []}]
+    assert paths["/v1/sessions"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+        "$ref"
+    ].endswith("/StartRequest")
+    timeout = paths["/v1/sessions"]["post"]["responses"]["504"]["content"]["application/json"]["schema"]
+    assert timeout["$ref"].endswith("/TimeoutBody")
