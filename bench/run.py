@@ -2,8 +2,9 @@
 
 Parts (`--only` picks some): ceiling (strongest pass-through), processor (in-process, tokens on,
 with Redis INFO commandstats), scaling (one vs two `python -m processor` processes in one
-group), profile (cProfile of an in-process run), latency (fixed offered rates), memory (RSS of
-a processor process at a fixed rate). Writes bench/out/report.json and PNG charts.
+group), profile (cProfile of an in-process run), latency (fixed offered rates), gateway (starts
+over HTTP and straight on Kafka at fixed rates), memory (RSS of a processor process at a fixed
+rate; `make soak` is the long run). Writes bench/out/report.json and PNG charts.
 
 `--plans`: the same throughput data set (same seed, same events), but half of the users carry
 `plan` and `deviceClass`, and the plan policies (bench.data.PLAN_POLICIES) are written to the
@@ -30,7 +31,6 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import psutil  # noqa: E402
-from aiokafka import AIOKafkaProducer  # noqa: E402
 
 from bench import data as data_mod  # noqa: E402
 from bench.ceiling import run_ceiling  # noqa: E402
@@ -42,7 +42,7 @@ from bench.kafka_util import (  # noqa: E402
     read_output_timing,
     wait_group_done,
 )
-from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles  # noqa: E402
+from bench.live_parts import PARTITIONS, LiveParts  # noqa: E402
 from bench.policy_setup import prepare_policies_topic  # noqa: E402
 from bench.procs import (  # noqa: E402
     InProcess,
@@ -59,15 +59,14 @@ from bench.procs import (  # noqa: E402
 from bench.report import print_tables, summary, write_charts, write_json  # noqa: E402
 from bench.services import machine_info, redis_info, start_services  # noqa: E402
 
-PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "memory")
-PARTITIONS = 12
+PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "gateway", "memory")
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Bench:
+class Bench(LiveParts):
     def __init__(self, args: argparse.Namespace, bootstrap: str, redis_url: str) -> None:
         self.args = args
         self.bootstrap = bootstrap
@@ -281,151 +280,6 @@ class Bench:
         }
 
     # -- live traffic -------------------------------------------------------------------
-    async def live_setup(self, label: str) -> tuple[SubProcess, VerdictWatcher, AIOKafkaProducer, str]:
-        topic = f"bench.{self.run_id}.{label}.events"
-        self.created_topics.append(topic)
-        await create_topics(self.bootstrap, [topic], PARTITIONS)
-        names = self.names(label)
-        await self.output_topic(names.verdicts)
-        await redis_flush_and_reset(self.redis_url)
-        proc = SubProcess(
-            self.bootstrap, self.redis_url, topic, names, self.out_dir / "logs" / f"{label}.log"
-        )
-        proc.start()
-        await proc.wait_healthy()
-        watcher = VerdictWatcher(self.bootstrap, names.verdicts)
-        await watcher.start()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, max_batch_size=256 * 1024
-        )
-        await producer.start()
-        return proc, watcher, producer, topic
-
-    async def live_rate(
-        self,
-        proc: SubProcess,
-        watcher: VerdictWatcher,
-        producer: AIOKafkaProducer,
-        topic: str,
-        source: LiveSource,
-        rate: int,
-        seconds: float,
-    ) -> dict:
-        sent: dict[str, float] = {}
-        m0 = await asyncio.to_thread(proc.metrics)
-        cpu0 = proc.cpu_seconds()
-        t_start = time.time()
-        stats = await paced_produce(producer, topic, PARTITIONS, source, rate, seconds, sent)
-        cpu1 = proc.cpu_seconds()
-        waited = await drain(watcher, sent, timeout_s=max(20.0, seconds))
-        m1 = await asyncio.to_thread(proc.metrics)
-        d = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1}
-        warmup = min(1.0, seconds / 5)
-        lats, missing = latencies(sent, watcher.received, t_start + warmup)
-        row = {
-            "rate": rate,
-            **stats,
-            "warmup_excluded_s": warmup,
-            "missing": missing,
-            "drain_s": round(waited, 2),
-            "latency": percentiles(lats),
-            "processor_cpu_percent": round((cpu1 - cpu0) / stats["seconds"] * 100, 1)
-            if cpu0 and cpu1
-            else None,
-            "processor_cycles": int(d.get("concurrency_batch_seconds_count", 0)),
-            "processor_cycle_ms_mean": round(
-                d["concurrency_batch_seconds_sum"] / d["concurrency_batch_seconds_count"] * 1000, 2
-            )
-            if d.get("concurrency_batch_seconds_count")
-            else None,
-            "processor_partition_batch_mean": round(
-                d["concurrency_batch_size_sum"] / d["concurrency_batch_size_count"], 1
-            )
-            if d.get("concurrency_batch_size_count")
-            else None,
-        }
-        for eid in sent:
-            watcher.received.pop(eid, None)
-        return row
-
-    async def latency(self) -> None:
-        proc, watcher, producer, topic = await self.live_setup("latency")
-        runs = []
-        try:
-            source = LiveSource(self.run_id, users=self.args.users)
-            for rate in self.args.rates:
-                try:
-                    row = await self.live_rate(
-                        proc, watcher, producer, topic, source, rate, self.args.latency_seconds
-                    )
-                except Exception as exc:  # noqa: BLE001 - one rate failing still reports the others
-                    row = {"rate": rate, "error": repr(exc)}
-                runs.append(row)
-                p = row.get("latency", {})
-                log(
-                    f"latency at {rate:,} ev/s: p50 {p.get('p50_ms')} p95 {p.get('p95_ms')} "
-                    f"p99 {p.get('p99_ms')} ms,"
-                    f" missing {row.get('missing')}"
-                )
-                if not proc.alive:
-                    raise RuntimeError(f"the processor exited; see {proc.log_file}")
-        finally:
-            await producer.stop()
-            await watcher.stop()
-            await proc.stop()
-        self.report["latency"] = {
-            "seconds_per_rate": self.args.latency_seconds,
-            "runs": runs,
-            "method": "paced producer, one send_batch per partition every 5 ms; send time taken before each "
-            "tick's batches; a consumer of the verdicts topic stamps each eventId's first verdict",
-        }
-
-    async def memory(self) -> None:
-        proc, watcher, producer, topic = await self.live_setup("memory")
-        series: list[tuple[float, float]] = []
-        t0 = time.monotonic()
-
-        async def sample() -> None:
-            while True:
-                rss = proc.rss_mb()
-                if rss is not None:
-                    series.append((round(time.monotonic() - t0, 1), round(rss, 2)))
-                await asyncio.sleep(1.0)
-
-        sampler = asyncio.ensure_future(sample())
-        try:
-            source = LiveSource(self.run_id + "m", users=self.args.users)
-            row = await self.live_rate(
-                proc, watcher, producer, topic, source, self.args.memory_rate, self.args.memory_seconds
-            )
-        finally:
-            sampler.cancel()
-            await producer.stop()
-            await watcher.stop()
-            await proc.stop()
-        half = series[len(series) // 2 :]
-        self.report["memory"] = {
-            "rate": self.args.memory_rate,
-            "seconds": self.args.memory_seconds,
-            "samples": len(series),
-            "rss_mb_first": series[0][1],
-            "rss_mb_last": series[-1][1],
-            "rss_mb_min": min(s[1] for s in series),
-            "rss_mb_max": max(s[1] for s in series),
-            "slope_mb_per_min": round(slope(series) * 60, 4),
-            "slope_mb_per_min_second_half": round(slope(half) * 60, 4),
-            "latency_during": row["latency"],
-            "achieved_rate": row["achieved_rate"],
-            "missing": row["missing"],
-            "series": series,
-        }
-        log(
-            f"memory: RSS {series[0][1]} -> {series[-1][1]} MB, "
-            f"slope {self.report['memory']['slope_mb_per_min']} "
-            f"MB/min ({self.report['memory']['slope_mb_per_min_second_half']} over the second half)"
-        )
-
-    # -- the whole run ------------------------------------------------------------------
     async def part(self, name: str, coro) -> None:
         log(f"--- {name} (load average {os.getloadavg()[0]:.2f})")
         self.report.setdefault("loadavg_per_part", {})[name] = {"before": round(os.getloadavg()[0], 2)}
@@ -465,21 +319,12 @@ class Bench:
             await self.part("profile", self.processor_inprocess(profile=True))
         if "latency" in parts:
             await self.part("latency", self.latency())
+        if "gateway" in parts:
+            await self.part("gateway", self.gateway())
         if "memory" in parts:
             await self.part("memory", self.memory())
         self.report["summary"] = summary(self.report, "plans" if self.args.plans else "plain", self.events)
         return self.report
-
-
-def slope(series: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (t, y), per unit of t."""
-    n = len(series)
-    if n < 2:
-        return 0.0
-    mt = sum(t for t, _ in series) / n
-    my = sum(y for _, y in series) / n
-    var = sum((t - mt) ** 2 for t, _ in series)
-    return sum((t - mt) * (y - my) for t, y in series) / var if var else 0.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -501,6 +346,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda s: [int(x) for x in s.split(",")],
         default=[1000, 5000, 20000],
         help="offered rates for latency, comma separated (default 1000,5000,20000)",
+    )
+    p.add_argument(
+        "--gateway-rates",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[100, 500],
+        help="offered starts/s of the gateway part, comma separated (default 100,500)",
     )
     p.add_argument("--memory-seconds", type=float, help="length of the memory run (default 300)")
     p.add_argument(
