@@ -9,7 +9,7 @@ PIP     := $(VENV)/bin/pip
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 STAMP   := $(VENV)/.installed-$(PYPROJECT_HASH)
 
-.PHONY: help install system-deps services services-cluster services-down demo test bench lint clean
+.PHONY: help install system-deps services services-cluster services-down demo test bench soak lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,9 @@ test: install system-deps ## run the whole test suite (unit, integration, chaos)
 
 bench: install system-deps ## run the benchmark, writing bench/out/report.json (BENCH_ARGS=--quick: one minute)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+soak: install system-deps ## 30 min at 5,000 ev/s: processor RSS, Redis memory, lag every 10 s -> bench/out/soak/ (SOAK_ARGS=--minutes 6)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 lint: install ## ruff check and ruff format --check
 	$(VENV)/bin/ruff check .
