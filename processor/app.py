@@ -31,7 +31,7 @@ from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
-from processor.redis_checks import check_redis_safe
+from processor.redis_checks import check_redis_mode, check_redis_safe
 from processor.replies import ReplySender
 from processor.tokens import make_signer
 from processor.topics import ensure_topics
@@ -43,6 +43,10 @@ TRANSIENT_REDIS = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
+    # A Redis Cluster failing over: no master for a slot yet (the client retried a few times).
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.SlotNotCoveredError,
     OSError,
 )
 MAX_BACKOFF_S = 5.0
@@ -100,7 +104,9 @@ class Processor:
         )
         self._verdict_partition = verdict_partitioner(counts[s.verdicts_topic])
         self.policies = await follow_policies(s, self.metrics)  # read to its end before any event
-        self._redis = connect(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self._redis = connect(
+            s.redis_url, cluster=s.redis_cluster, socket_timeout=10, socket_connect_timeout=5
+        )
         self._store = LeaseStore(
             self._redis,
             s.events_topic,
@@ -112,6 +118,7 @@ class Processor:
                 s.idle_user_ttl_seconds * 1000,
             ),
         )
+        await self._retry_redis("Redis mode check", lambda: check_redis_mode(self._redis, s.redis_cluster))
         await self._retry_redis("maxmemory-policy check", lambda: check_redis_safe(self._redis, s))
         await self._retry_redis(
             "partition count check", lambda: self._store.check_partition_count(counts[s.events_topic])
@@ -206,6 +213,7 @@ class Processor:
             state = self.partitions.revoke(tp)
             if state is not None and state.halt_reason is not None:
                 self.metrics.state_lost.labels(str(tp.partition)).set(0)
+            self.metrics.forget_active_leases(tp.partition)
         self.metrics.assigned.set(0)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -217,7 +225,21 @@ class Processor:
             await self._claimer.take_or_retry(self.partitions.assign(tp))
         self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
         self.metrics.assigned.set(len(assigned))
+        await self._show_active_leases(tp for tp in assigned if self.partitions.epoch(tp) is not None)
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+    async def _show_active_leases(self, claimed) -> None:
+        """The ledger's counts of newly owned partitions, before their first batch (an idle
+        partition keeps its leases); each batch's reply updates them."""
+        assert self._store is not None
+        for tp in claimed:
+            try:
+                counts = await self._store.active_lease_counts(tp.partition)
+            except (redis_errors.RedisError, OSError) as err:
+                where = {"partition": tp.partition, "error": str(err)}
+                log.warning("reading lease counts failed", extra=where)
+                continue
+            self.metrics.set_active_leases(tp.partition, counts)
 
     # -- the loop -----------------------------------------------------------------------
     async def consume_until_stopped(self) -> None:

@@ -20,7 +20,7 @@ from processor.lease_store import Result
 from processor.metrics import Metrics
 from processor.replies import BadReplyHeader, ReplyRecord, reply_target
 from processor.tokens import TokenSigner
-from processor.verdicts import build_verdicts
+from processor.verdicts import build_verdicts, expire_verdict
 from processor.wire import DecodedEvent, DecodeError, decode_event
 
 log = logging.getLogger("processor")
@@ -73,7 +73,8 @@ def verdict_partitioner(partitions: int) -> Callable[[bytes], int]:
 def build_batch_verdicts(
     b: PartitionBatch, topic: str, signer: TokenSigner, partition_of: Callable[[bytes], int]
 ) -> None:
-    """Fill `b.verdicts` with (verdict partition, key, value) in event order.
+    """Fill `b.verdicts` with (verdict partition, key, value) in event order, each event's
+    `expire` verdicts (the session ledger) before its own.
 
     An event whose eventId conflicts with another event's becomes a dead letter instead.
     """
@@ -81,6 +82,10 @@ def build_batch_verdicts(
     out = b.verdicts
     for (offset, _ts, ev), result, rec in zip(b.events, b.results or (), b.records, strict=True):
         code = result.code
+        if result.expired:  # the ledger's expiries this record's stream time reached, before it
+            for expiry in result.expired:
+                expired_key = expiry.user_id.encode()
+                out.append((partition_of(expired_key), expired_key, expire_verdict(expiry)))
         if code == rules.EVENT_ID_CONFLICT:
             b.dead_letters.append(
                 (
@@ -134,5 +139,11 @@ def observe(metrics: Metrics, b: PartitionBatch, highwater: int | None) -> None:
     revoked = sum(len(r.evicted) for r in b.results or ())
     if revoked:
         metrics.revokes.inc(revoked)
+    expired = sum(len(r.expired) for r in b.results or ())
+    if expired:
+        metrics.expired.inc(expired)
+    leases = getattr(b.results, "leases", None)  # the script's ledger counts after the batch
+    if leases is not None:
+        metrics.set_active_leases(b.tp.partition, leases)
     if highwater is not None:
         metrics.lag.labels(str(b.tp.partition)).set(max(0, highwater - b.last_offset - 1))

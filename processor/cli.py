@@ -18,7 +18,7 @@ from processor.app import Processor
 from processor.config import SettingsError, load_settings
 from processor.lease_store import LeaseStore, Rules, connect
 from processor.logs import setup_logging
-from processor.redis_checks import UnsafeRedisError
+from processor.redis_checks import RedisModeError, UnsafeRedisError, check_redis_mode
 
 log = logging.getLogger("processor")
 
@@ -38,8 +38,9 @@ async def _run() -> int:
 
 async def _list_leases(user_id: str) -> int:
     settings = load_settings(allow_insecure_dev_secret=True)  # listing signs nothing
-    redis = connect(settings.redis_url)
+    redis = connect(settings.redis_url, cluster=settings.redis_cluster)
     try:
+        await check_redis_mode(redis, settings.redis_cluster)
         store = LeaseStore(
             redis,
             settings.events_topic,
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("policy", "terminate"):
             return asyncio.run(_command(args))
         return asyncio.run(_run())
-    except (SettingsError, UnsafeRedisError, commands.CommandError) as exc:
+    except (SettingsError, UnsafeRedisError, RedisModeError, commands.CommandError) as exc:
         print(f"concurrency-processor: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 

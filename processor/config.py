@@ -20,6 +20,8 @@ class CommonSettings(BaseSettings):
 
     kafka_bootstrap_servers: str = "localhost:9092"
     redis_url: str = "redis://localhost:6379/0"
+    # REDIS_URL names one node of a Redis Cluster: use a cluster client (contract).
+    redis_cluster: bool = False
     events_topic: str = Field("playback.events", min_length=1)
     verdicts_topic: str = Field("playback.verdicts", min_length=1)
     dlq_topic: str = Field("playback.events.dlq", min_length=1)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import hiredis
 import msgpack
 import orjson
-from redis.asyncio import Connection, Redis
+from redis.asyncio import Connection, Redis, RedisCluster
 
 from processor.policies import Policy
 from processor.wire import DecodedEvent
@@ -36,11 +36,24 @@ class HiredisPackingConnection(Connection):
         return [hiredis.pack_command(args)]
 
 
-def connect(url: str, **kwargs) -> Redis:
-    """A client for `url`; plain TCP connections pack commands with hiredis."""
+def connect(url: str, cluster: bool = False, **kwargs) -> Redis | RedisCluster:
+    """A client for `url`; plain TCP connections pack commands with hiredis.
+
+    With `cluster`, `url` names one node of a Redis Cluster and the client discovers the
+    others (REDIS_CLUSTER=true); every script call names keys of one hash slot.
+    """
+    if not cluster:
+        if url.startswith("redis://"):
+            kwargs.setdefault("connection_class", HiredisPackingConnection)
+        return Redis.from_url(url, **kwargs)
+    client = RedisCluster.from_url(url, **kwargs)
     if url.startswith("redis://"):
-        kwargs.setdefault("connection_class", HiredisPackingConnection)
-    return Redis.from_url(url, **kwargs)
+        # RedisCluster takes no connection_class; its nodes (made now and when the cluster is
+        # discovered) build connections from these kwargs, none made yet.
+        client.get_connection_kwargs()["connection_class"] = HiredisPackingConnection
+        for node in client.startup_nodes:
+            node.connection_class = HiredisPackingConnection
+    return client
 
 
 def _load_lua(name: str) -> str:
@@ -78,12 +91,24 @@ class Rules:
     idle_user_ttl_ms: int
 
 
+class Expiry(NamedTuple):
+    """A lease the record's stream time expired (the session ledger's `expire` verdict)."""
+
+    user_id: str
+    session_id: str
+    expires_at: int
+    active: int  # the user's leases whose expiry is later than this one
+    device_class: str | None
+    stream_time: int  # the verdict's decidedAt
+
+
 class Result(NamedTuple):
     """One event's result, parsed once from the script's reply.
 
     The script returns [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now,
     [evicted]?], or [code] alone for code 0 (an offset whose stored result is gone) and
-    for results that are not verdicts (a conflicting eventId).
+    for results that are not verdicts (a conflicting eventId); wrapped as [expired, result]
+    when the record's stream time expired leases (published before the record's verdicts).
     """
 
     code: int
@@ -95,6 +120,23 @@ class Result(NamedTuple):
     policy: str = "d"  # the policy applied: 'u' (user), 'p:<plan>' (plan), 'd' (default/settings)
     # Deny advice: [sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt] each
     conflicts: list | None = None
+    expired: tuple[Expiry, ...] = ()  # in ledger order: expiry, then userId, then sessionId
+
+
+class Decided(list):
+    """The results of a batch (a list of Result, one per event), and the partition's active
+    leases per device class after it ('' = none), as the script counts them."""
+
+    def __init__(self, results: list[Result], leases: dict[str, int]) -> None:
+        super().__init__(results)
+        self.leases = leases
+
+
+def _result(r: list) -> Result:
+    if r and type(r[0]) is list:  # [expired, result]
+        expired, r = r
+        return Result(*r, expired=tuple(Expiry(*e) for e in expired))
+    return Result(*r)
 
 
 class LeaseStore:
@@ -121,6 +163,9 @@ class LeaseStore:
 
     def user_key(self, partition: int, user_id: str) -> str:
         return f"{self._tag(partition)}:u:{user_id}"
+
+    def expiry_index_key(self, partition: int) -> str:
+        return self._tag(partition) + ":x"
 
     def partition_count_key(self) -> str:
         return f"{KEY_PREFIX}:topic:{self.events_topic}:partitions"
@@ -156,7 +201,7 @@ class LeaseStore:
         last_offset: int,
         events: list[tuple[int, int, DecodedEvent]],
         policies: list[Policy] | None = None,
-    ) -> list[Result]:
+    ) -> Decided:
         """Decide `events` ((offset, record timestamp ms, event), in log order) atomically.
 
         `committed` is the partition's committed offset (-1 if none), `last_offset` the last
@@ -166,6 +211,7 @@ class LeaseStore:
         tag = self._tag(partition)
         keys = [self.partition_key(partition)]
         keys += [f"{tag}:u:{ev.user_id}" for _, _, ev in events]  # user_key(), inlined (hot path)
+        keys.append(f"{tag}:x")  # expiry_index_key()
         # The batch's distinct policies go once; each event names its own by position (1-based).
         if policies is None:
             policies = [self._settings_policy] * len(events)
@@ -211,7 +257,17 @@ class LeaseStore:
         reply = await self._decide(keys=keys, args=args)
         if reply.startswith(b"FENCED"):
             raise FencedError(partition, epoch, reply)
-        return [Result(*r) for r in orjson.loads(reply)]
+        leases, *results = orjson.loads(reply)
+        return Decided([_result(r) for r in results], leases)
+
+    async def active_lease_counts(self, partition: int) -> dict[str, int]:
+        """The partition's active leases per device class ('' = none), as the ledger counts them."""
+        fields = await self.redis.hgetall(self.partition_key(partition))
+        return {k[2:].decode(): int(v) for k, v in fields.items() if k.startswith(b"c:")}
+
+    async def stream_time(self, partition: int) -> int | None:
+        raw = await self.redis.hget(self.partition_key(partition), "st")
+        return None if raw is None else int(raw)
 
     # -- reading, for operators and checkers --------------------------------------------
     async def user_state(self, partition: int, user_id: str) -> dict | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -66,3 +68,35 @@ class Metrics:
         self.assigned = Gauge(
             "concurrency_assigned_partitions", "Partitions assigned to this instance", registry=r
         )
+        self.expired = Counter(
+            "concurrency_expired_total", "Leases expired by stream time (expire verdicts)", registry=r
+        )
+        # The session ledger's counts, kept by the script in each partition's hash: active
+        # until expired by stream time or ended by a verdict. Set per owned partition only.
+        self.active_leases = Gauge(
+            "concurrency_active_leases", "Active leases of an owned partition", ["partition"], registry=r
+        )
+        self.active_leases_by_class = Gauge(
+            "concurrency_active_leases_by_class",
+            "Active leases of an owned partition by device class ('' = none)",
+            ["partition", "deviceClass"],
+            registry=r,
+        )
+        self._lease_classes: dict[str, set[str]] = {}
+
+    def set_active_leases(self, partition: int, by_class: dict[str, int]) -> None:
+        """Show a partition's ledger counts ({deviceClass: active leases}, '' = none)."""
+        p = str(partition)
+        self.active_leases.labels(p).set(sum(by_class.values()))
+        known = self._lease_classes.setdefault(p, set())
+        for device_class, n in by_class.items():
+            self.active_leases_by_class.labels(p, device_class).set(n)
+            known.add(device_class)
+
+    def forget_active_leases(self, partition: int) -> None:
+        """A revoked partition's counts are its new owner's to show."""
+        p = str(partition)
+        for device_class in self._lease_classes.pop(p, ()):
+            self.active_leases_by_class.remove(p, device_class)
+        with contextlib.suppress(KeyError):  # never set: nothing was decided or read here
+            self.active_leases.remove(p)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, ResponseError
 
 from processor.config import Settings
 
@@ -16,6 +17,39 @@ SAFE_POLICY = "noeviction"
 
 class UnsafeRedisError(RuntimeError):
     """Redis may drop lease state on its own: starting would risk granting streams twice."""
+
+
+class RedisModeError(RuntimeError):
+    """REDIS_CLUSTER does not match the Redis that REDIS_URL names."""
+
+
+async def check_redis_mode(redis: Redis | RedisCluster, cluster: bool) -> None:
+    """Refuse a cluster node without REDIS_CLUSTER=true, and a plain Redis with it.
+
+    Unchecked, the first would fail at the first script call with a MovedError traceback (or
+    worse, work for the keys that happen to live on that node); the second with a
+    RedisClusterException. An unreachable Redis raises redis' ConnectionError (retried).
+    """
+    if cluster:
+        assert isinstance(redis, RedisCluster)
+        try:
+            await redis.initialize()
+        except RedisClusterException as exc:
+            if "not enabled" in str(exc):
+                raise RedisModeError(
+                    "REDIS_CLUSTER=true but REDIS_URL names a Redis that is not in cluster mode "
+                    "(cluster_enabled:0): set REDIS_CLUSTER=false, or point REDIS_URL at a node of "
+                    "the Redis Cluster"
+                ) from None
+            raise RedisConnectionError(str(exc)) from exc
+        return
+    info = await redis.info("cluster")
+    if info.get("cluster_enabled") in (1, "1"):
+        raise RedisModeError(
+            "REDIS_URL names a node of a Redis Cluster (cluster_enabled:1) but REDIS_CLUSTER is "
+            "false: set REDIS_CLUSTER=true, so the processor uses a cluster client and every "
+            "partition's keys go to the node that owns their slot"
+        )
 
 
 async def check_redis_safe(redis: Redis, settings: Settings) -> None:
@@ -53,8 +87,10 @@ async def check_redis_safe(redis: Redis, settings: Settings) -> None:
 
 async def _policies(redis: Redis) -> list[str]:
     """maxmemory-policy of the server, or of every primary of a cluster client."""
-    primaries = getattr(redis, "get_primaries", None)  # redis.asyncio.RedisCluster
-    targets = [{"target_nodes": node} for node in primaries()] if primaries else [{}]
+    targets: list[dict] = [{}]
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()  # the primaries are known only once the cluster was discovered
+        targets = [{"target_nodes": node} for node in redis.get_primaries()]
     out = []
     for kwargs in targets:
         reply = await redis.config_get("maxmemory-policy", **kwargs)

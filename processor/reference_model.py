@@ -6,15 +6,22 @@ about Kafka or Redis: feed it events in log order with their record timestamps, 
 the policy the processor resolved for it (`processor.policies.PolicyTable.resolve`).
 
 Sections of the contract it follows: "Lease rules", "Policies" (limits by plan, user and
-device class), "Deny advice" and "Terminate"; the points the contract leaves open as the
-issue-13 build spec fixes them (a limit of 0 admits nothing, the class cap is applied before
-the total, "oldest" = earliest start, then created first).
+device class), "Deny advice", "Terminate" and "The session ledger"; the points the contract
+leaves open as the issue-13 build spec fixes them (a limit of 0 admits nothing, the class cap
+is applied before the total, "oldest" = earliest start, then created first).
+
+The session ledger: pass each record's events `partition`. Every record the processor
+decides (a valid event, duplicates and eventId conflicts included) first moves its
+partition's stream time up to its timestamp; the leases of that partition's users whose
+expiry stream time reached are then expired, in (expiry, userId, sessionId) order, and
+reported in the record's `Decision.expired` (their verdicts come before the record's own).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from processor import rules
 from processor.policies import Policy
@@ -30,6 +37,19 @@ class Conflict:
     content_id: str | None
     started_at: int | None
     lease_expires_at: int
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A lease stream time expired: the ledger's `expire` verdict (decision revoke, reason
+    expired, eventId, maxStreams and token null)."""
+
+    user_id: str
+    session_id: str
+    lease_expires_at: int
+    active_streams: int  # the user's leases whose expiry is later than this one
+    device_class: str | None
+    decided_at: int  # the stream time that expired it
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,7 @@ class Decision:
     evicted: tuple[str, ...] = ()
     policy_kind: str = "d"
     conflicts: tuple[Conflict, ...] | None = None
+    expired: tuple[Expired, ...] = ()  # pushed before this record's own verdicts
 
     @property
     def dead_letter(self) -> str | None:
@@ -138,6 +159,11 @@ class ReferenceModel:
         self.policy = policy
         self.event_id_memory = event_id_memory
         self.users: dict[str, UserState] = {}
+        self.stream_time: dict[int, int] = {}  # events partition -> highest record timestamp seen
+        # Per partition, (expiry, userId, sessionId) of every expiry a lease was given; stale
+        # ones (the lease renewed or ended since) are skipped when they come up.
+        self._expiries: dict[int, list[tuple[int, str, str]]] = {}
+        self._partition_of: dict[str, int] = {}
 
     def settings_policy(self) -> Policy:
         return Policy("d", self.max_streams, self.policy == "evict_oldest", {})
@@ -155,8 +181,10 @@ class ReferenceModel:
         policy: Policy | None = None,
         device_class: str | None = None,
         target_session_id: str | None = None,
+        partition: int = 0,
     ) -> Decision:
-        """Decide one event under `policy` (None: the settings). An eventId the user
+        """Decide one record's event under `policy` (None: the settings), after the ledger's
+        expiries its timestamp brings on its events `partition`. An eventId the user
         remembers names one event: the same (type, sessionId, and for a terminate its
         targetSessionId) again is a duplicate and gets the first decision, whatever the
         policy now; another one is a conflict (CONFLICT, for the DLQ). Neither changes anything.
@@ -168,6 +196,51 @@ class ReferenceModel:
             raise ValueError(f"unknown event type {event_type!r}")
         if event_type == "terminate" and target_session_id is None:
             raise ValueError("a terminate needs its targetSessionId")
+        known = self._partition_of.setdefault(user_id, partition)
+        if known != partition:
+            raise ValueError(f"user {user_id!r} is on partition {known}, not {partition}")
+        expired = self._advance(partition, timestamp_ms)
+        decision = self._decide(
+            user_id, session_id, event_type, timestamp_ms, event_id, device_id, content_id,
+            policy=policy, device_class=device_class, target_session_id=target_session_id,
+        )  # fmt: skip
+        if decision.lease_expires_at is not None:
+            heapq.heappush(self._expiries[partition], (decision.lease_expires_at, user_id, session_id))
+        return replace(decision, expired=expired) if expired else decision
+
+    def _advance(self, partition: int, timestamp_ms: int) -> tuple[Expired, ...]:
+        """Move the partition's stream time up to the record's timestamp and expire the leases
+        it reached, in (expiry, userId, sessionId) order."""
+        now = max(self.stream_time.get(partition, 0), timestamp_ms)
+        self.stream_time[partition] = now
+        heap = self._expiries.setdefault(partition, [])
+        out: list[Expired] = []
+        while heap and heap[0][0] <= now:
+            expiry, user_id, session_id = heapq.heappop(heap)
+            user = self.users[user_id]
+            lease = user.leases.get(session_id)
+            if lease is None or lease.expires_at != expiry:
+                continue  # ended, or renewed: the lease's current expiry has its own entry
+            del user.leases[session_id]
+            user.clock = max(user.clock, expiry)  # an older event of the user sees it expired
+            later = sum(1 for other in user.leases.values() if other.expires_at > expiry)
+            out.append(Expired(user_id, session_id, expiry, later, lease.device_class, now))
+        return tuple(out)
+
+    def _decide(
+        self,
+        user_id: str,
+        session_id: str,
+        event_type: str,
+        timestamp_ms: int,
+        event_id: str | None,
+        device_id: str | None,
+        content_id: str | None,
+        *,
+        policy: Policy | None,
+        device_class: str | None,
+        target_session_id: str | None,
+    ) -> Decision:
         user = self.users.setdefault(user_id, UserState())
         while len(user.seen) > self.event_id_memory:
             user.seen.popitem(last=False)
@@ -283,6 +356,16 @@ class ReferenceModel:
             return {}
         at = user.clock if now is None else now
         return {sid: lease.expires_at for sid, lease in user.leases.items() if lease.expires_at > at}
+
+    def active_by_class(self, partition: int) -> dict[str | None, int]:
+        """The partition's leases not yet ended by a verdict or stream time, per device class
+        (None = no class): what the ledger counts as active."""
+        counts: dict[str | None, int] = {}
+        for user_id, p in self._partition_of.items():
+            if p == partition:
+                for lease in self.users[user_id].leases.values():
+                    counts[lease.device_class] = counts.get(lease.device_class, 0) + 1
+        return counts
 
     def lease(self, user_id: str, session_id: str) -> Lease | None:
         """The user's lease of `session_id` active at the user's clock, if any."""

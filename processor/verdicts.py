@@ -11,7 +11,7 @@ import hashlib
 import orjson
 
 from processor import rules
-from processor.lease_store import Result
+from processor.lease_store import Expiry, Result
 from processor.tokens import TokenSigner
 from processor.wire import DecodedEvent
 
@@ -19,6 +19,7 @@ _OUTCOMES = rules.OUTCOMES
 _HOLDS_LEASE = rules.HOLDS_LEASE
 _ADVISED = rules.ADVISED
 _TERMINATED = rules.TERMINATED
+_STARTED = rules.STARTED
 
 
 def _seed(*parts: str) -> str:
@@ -109,6 +110,8 @@ def build_verdicts(
     }
     if code in _ADVISED:
         verdict["conflicts"], verdict["nextFreeAt"] = advice(rest[2] if len(rest) > 2 and rest[2] else [])
+    elif code == _STARTED and ev.device_class is not None:
+        verdict["deviceClass"] = ev.device_class  # the lease's class, for ledger consumers
     values = [orjson.dumps(verdict)]
     if revoked:
         why = "terminated" if code == _TERMINATED else "evicted"
@@ -133,3 +136,26 @@ def build_verdicts(
                 )
             )
     return values
+
+
+def expire_verdict(expiry: Expiry) -> bytes:
+    """The session ledger's verdict for a lease that stream time expired; its verdictId is
+    derived from (userId, sessionId, expiry), so a replay yields the same bytes."""
+    user_id, session_id, expires_at, active, device_class, stream_time = expiry
+    return orjson.dumps(
+        {
+            "verdictId": _digest(_seed("expire", user_id, session_id, str(expires_at))),
+            "eventId": None,
+            "userId": user_id,
+            "sessionId": session_id,
+            "type": "expire",
+            "decision": "revoke",
+            "reason": "expired",
+            "activeStreams": active,
+            "maxStreams": None,
+            "leaseExpiresAt": expires_at,
+            "decidedAt": stream_time,
+            "token": None,
+            "deviceClass": device_class,
+        }
+    )

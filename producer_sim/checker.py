@@ -13,6 +13,11 @@ Each event is decided under the policy it resolves to in `policies` (a PolicyTab
 from the policies topic, fixed for the run; None: the settings), so every verdict's
 `policy`, `maxStreams` and deny advice (`conflicts`, `nextFreeAt`) are checked too, and a
 terminate's revoke of its target (reason `terminated`) like an eviction's.
+
+The session ledger: given the events topic's partition count (`partitions`), the model
+follows each partition's stream time (produce order is log order per partition) and every
+`expire` verdict is checked and awaited like the others. Without it each user is its own
+partition: `expire` verdicts are counted (`expired`), not checked.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ import hashlib
 import hmac
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from processor.policies import PolicyTable
@@ -34,6 +40,7 @@ from processor.reference_model import Decision, ReferenceModel
 from processor.wire import Verdict
 from producer_sim.expect import ADVISED_REASONS, differences, main_fields, revoke_fields, wants_token
 from producer_sim.population import SimEvent
+from producer_sim.verify_ledger import expire_fields
 
 MAX_EXAMPLES = 20
 
@@ -70,9 +77,18 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 class Checker:
     def __init__(
-        self, model: ReferenceModel, jwt_secret: str | None = None, policies: PolicyTable | None = None
+        self,
+        model: ReferenceModel,
+        jwt_secret: str | None = None,
+        policies: PolicyTable | None = None,
+        partitions: int | None = None,
     ) -> None:
         self.model = model
+        self.partitions = partitions
+        self._partition_of: dict[str, int] = {}
+        # (userId, sessionId, expiry) -> [the model's expiry, seen] (with `partitions` only)
+        self.expiries: dict[tuple[str, str, int], list] = {}
+        self.expired = 0  # expire verdicts received (distinct)
         self.policies = policies  # set before the first expect(); fixed for the run
         self.jwt_secret = jwt_secret
         self._mac = hmac.new(jwt_secret.encode(), digestmod=hashlib.sha256) if jwt_secret else None
@@ -113,7 +129,14 @@ class Checker:
         decision = self.model.apply(
             ev.user_id, ev.session_id, ev.type, record_ts, ev.event_id, ev.device_id, ev.content_id,
             policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
+            partition=self._partition(ev.user_id),
         )  # fmt: skip
+        if decision.expired:
+            if self.partitions is not None:
+                for e in decision.expired:
+                    self.expiries.setdefault((e.user_id, e.session_id, e.lease_expires_at), [e, False])
+                    self.outstanding += 1
+            decision = replace(decision, expired=())
         if decision.dead_letter is not None:
             # Another event under a remembered eventId: dead-lettered (event_id_conflict), no
             # verdict of its own; the verdict under that eventId stays the first event's.
@@ -132,6 +155,18 @@ class Checker:
         )
         self.outstanding += 1 + len(decision.evicted)
         return decision
+
+    def _partition(self, user_id: str) -> int:
+        """The user's events partition (the default partitioner's), or a partition of its own."""
+        p = self._partition_of.get(user_id)
+        if p is None:
+            if self.partitions is None:
+                p = len(self._partition_of)
+            else:
+                every = list(range(self.partitions))
+                p = DefaultPartitioner()(user_id.encode(), every, every)
+            self._partition_of[user_id] = p
+        return p
 
     def remembers(self, user_id: str, event_id: str) -> bool:
         """True while the eventId is within the user's eventId memory (a re-send is a duplicate)."""
@@ -178,6 +213,9 @@ class Checker:
         self.by_decision[verdict.decision] += 1
         self.by_reason[verdict.reason] += 1
         self.by_decision_reason[(verdict.decision, verdict.reason)] += 1
+        if verdict.type == "expire":
+            self._check_expiry(verdict, orjson.loads(value))
+            return
 
         exp = self.expected.get(verdict.eventId)
         if exp is None:
@@ -239,6 +277,20 @@ class Checker:
         self.outstanding -= 1
         self.revokes_by_reason[verdict.reason] += 1
         self._compare(verdict, revoke_fields(exp.user_id, exp.type, exp.plan, d))
+
+    def _check_expiry(self, verdict: Verdict, raw: dict[str, Any]) -> None:
+        self.expired += 1
+        if self.partitions is None:
+            return
+        entry = self.expiries.get((verdict.userId, verdict.sessionId, verdict.leaseExpiresAt or 0))
+        if entry is None or entry[1]:
+            self._mismatch("unexpected_expiry", None, {"verdict": verdict.model_dump()})
+            return
+        entry[1] = True
+        self.outstanding -= 1
+        wrong = differences(raw, expire_fields(entry[0]))
+        if wrong:
+            self._mismatch("expire", None, {"fields": wrong, "verdictId": verdict.verdictId})
 
     def _compare(self, verdict: Verdict, want: dict[str, Any]) -> bool:
         """True when every wanted field is as wanted; a mismatch (one per verdict) otherwise."""
@@ -304,6 +356,13 @@ class Checker:
                         {"eventId": event_id, "userId": exp.user_id, "sessionId": exp.session_id,
                          "type": exp.type, "acked": exp.acked_at is not None, "missing": gaps}
                     )  # fmt: skip
+        for (user_id, session_id, expiry), (_e, seen) in self.expiries.items():
+            if not seen:
+                missing += 1
+                if len(self.missing_examples) < MAX_EXAMPLES:
+                    self.missing_examples.append(
+                        {"userId": user_id, "sessionId": session_id, "missing": [f"expire at {expiry}"]}
+                    )
         self.missing = missing
         return missing
 

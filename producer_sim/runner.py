@@ -161,6 +161,8 @@ class Simulation:
     async def run(self) -> dict[str, Any]:
         settings = self.settings
         counts = await ensure_sim_topics(settings)
+        # The model follows each events partition's stream time: the ledger's expiries are checked too.
+        self.checker.partitions = counts[settings.events_topic]
         await self.load_policies()
         consumer = await start_verdict_consumer(
             settings.kafka_bootstrap_servers, settings.verdicts_topic, counts[settings.verdicts_topic]

@@ -22,7 +22,12 @@ dead letters and the final lease state in Redis against the model:
   `event_id_conflict`), its key, value and original headers (those named like the processor's
   own as `original.<name>`; a copy marked `truncated` holds a prefix of the value);
 - the leases in Redis at the end (LeaseStore.active_leases at each user's clock) equal
-  the model's (ReferenceModel.active_leases).
+  the model's (ReferenceModel.active_leases);
+- the session ledger: every `expire` verdict the model pushes (stream time per partition)
+  came, equal to the model's, and no other; and the invariant, read from the verdicts alone
+  (producer_sim.ledger.Ledger): every lease that starts ends in exactly one of stopped,
+  evicted, terminated, expired, or is still active at the end with its expiry after its
+  partition's stream time.
 
 Policies come from the policies topic (`policies`, a PolicyTable of the whole topic; they
 must not have changed during the run); without one, every event gets the settings.
@@ -38,7 +43,7 @@ exit status 0 when clean, 1 when not, 2 when the check could not be done.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -49,6 +54,7 @@ from processor.reference_model import Decision, ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
 from producer_sim.expect import differences, main_fields, revoke_fields
 from producer_sim.kafka_io import committed_offsets, read_policy_table, read_topic
+from producer_sim.verify_ledger import LedgerCheck
 from producer_sim.verify_report import VerifyReport, main
 from producer_sim.verify_side_effects import check_dead_letters, check_redis_state
 
@@ -113,6 +119,7 @@ class Verifier:
         # (userId, events partition) -> offset of the event whose verdict came last
         self._last_position: dict[tuple[str, int], int] = {}
         self.report = VerifyReport()
+        self.ledger = LedgerCheck(self.report)
 
     def _model(self, partition: int) -> ReferenceModel:
         model = self.models.get(partition)
@@ -156,7 +163,10 @@ class Verifier:
         decision = model.apply(
             ev.user_id, ev.session_id, ev.type, timestamp, ev.event_id, ev.device_id, ev.content_id,
             policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
+            partition=partition,
         )  # fmt: skip
+        self.ledger.expect(decision.expired)
+        decision = replace(decision, expired=())  # the record's own verdicts, as a duplicate gets them
         if decision.dead_letter is not None:
             # A remembered eventId of another event: not decided but dead-lettered
             # (event_id_conflict), so it counts as a bad record, not a valid one.
@@ -235,7 +245,8 @@ class Verifier:
                 and rec.key != str(verdict["userId"]).encode()
             ):
                 rep.mismatch("verdict_key", key=rec.key, verdict=verdict)
-            self._check(verdict)
+            if not self.ledger.verdict(verdict):
+                self._check(verdict)
 
     @staticmethod
     def _looks_double(a: dict, b: dict) -> bool:
@@ -316,13 +327,15 @@ class Verifier:
                 rep._example({"kind": "lost", "userId": exp.user_id, "eventId": exp.event_id,
                               "partition": exp.partition, "offset": exp.offset, "missing": gaps})  # fmt: skip
 
+        self.ledger.finish(self.models)
+
     def feed_dead_letters(self, records: list[ConsumerRecord], source_topic: str) -> None:
         """The dead-letter topic holds exactly the bad records, each faithfully copied."""
         check_dead_letters(self.report, self.bad, self.bad_records, records, source_topic)
 
-    async def check_redis(self, redis_url: str) -> None:
-        """The leases in Redis at each user's clock against the model's."""
-        await check_redis_state(self, redis_url)
+    async def check_redis(self, redis_url: str, cluster: bool = False) -> None:
+        """The leases in Redis (a Redis Cluster with `cluster`) at each user's clock against the model's."""
+        await check_redis_state(self, redis_url, cluster)
 
 
 async def run_verifier(
@@ -339,6 +352,7 @@ async def run_verifier(
     resets: dict[int, int] | None = None,
     policies_topic: str | None = None,
     policies: PolicyTable | None = None,
+    redis_cluster: bool = False,
 ) -> Verifier:
     """Read the topics (and Redis, when `redis_url` is given) and check them; the Verifier
     with its report and its per-event expectations. Each event's policy comes from
@@ -354,7 +368,7 @@ async def run_verifier(
     else:
         v.report.dlq_unique = v.report.bad_records  # not checked
     if redis_url is not None:
-        await v.check_redis(redis_url)
+        await v.check_redis(redis_url, redis_cluster)
     return v
 
 

@@ -44,6 +44,10 @@ class VerifyReport:
     users: int = 0
     users_checked_in_redis: int | None = None  # None: the Redis state was not checked
     state_mismatches: int = 0  # users whose Redis leases differ from the model's
+    expiries: int = 0  # distinct `expire` verdicts the model calls for (the session ledger)
+    leases_started: int = 0  # leases the verdicts open (allow/started)
+    leases_open: int = 0  # of them, still active at the end (expiry after stream time)
+    ledger_problems: Counter[str] = field(default_factory=Counter)  # the ledger invariant broken
     mismatch_kinds: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -56,6 +60,7 @@ class VerifyReport:
             and self.over_limit == 0
             and self.unexpected == 0
             and self.state_mismatches == 0
+            and not self.ledger_problems
             and self.dlq_missing == 0
             and self.dlq_unexpected == 0
             and self.dlq_wrong_error == 0
@@ -67,6 +72,7 @@ class VerifyReport:
         out = {k: v for k, v in self.__dict__.items() if k not in ("mismatch_kinds", "examples")}
         out["mismatch_kinds"] = dict(self.mismatch_kinds)
         out["bad_by_error"] = dict(self.bad_by_error)
+        out["ledger_problems"] = dict(self.ledger_problems)
         out["clean"] = self.clean
         return out
 
@@ -77,7 +83,9 @@ class VerifyReport:
             f"unique={self.unique_verdicts} redelivered={self.redelivered} lost={self.lost} "
             f"applied_twice={self.applied_twice} mismatches={self.mismatches} over_limit={self.over_limit} "
             f"unexpected={self.unexpected} dlq={self.dlq} dlq_unique={self.dlq_unique} "
-            f"state_mismatches={self.state_mismatches} users={self.users} clean={self.clean}"
+            f"state_mismatches={self.state_mismatches} expiries={self.expiries} "
+            f"leases_started={self.leases_started} leases_open={self.leases_open} "
+            f"ledger_problems={sum(self.ledger_problems.values())} users={self.users} clean={self.clean}"
         )
 
     def _example(self, example: dict[str, Any]) -> None:
@@ -131,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 policy=s.overflow_policy,
                 event_id_memory=s.event_id_memory,
                 policies_topic=None if args.no_policies else (args.policies_topic or s.policies_topic),
+                redis_cluster=s.redis_cluster,
             )
         )
     except (KafkaError, OSError, RuntimeError, TimeoutError) as exc:

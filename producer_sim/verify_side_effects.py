@@ -84,15 +84,13 @@ def _check_dead_letter(
         rep._example({"kind": "dlq_copy_altered", "source": source, "truncated": truncated})
 
 
-async def check_redis_state(verifier: Verifier, redis_url: str) -> None:
+async def check_redis_state(verifier: Verifier, redis_url: str, cluster: bool = False) -> None:
     """The leases in Redis (LeaseStore.active_leases at each user's clock) against the model's."""
-    from redis.asyncio import Redis
-
-    from processor.lease_store import LeaseStore, Rules
+    from processor.lease_store import LeaseStore, Rules, connect
 
     rep = verifier.report
     max_streams, ttl, policy, memory = verifier.rules
-    redis = Redis.from_url(redis_url)
+    redis = connect(redis_url, cluster=cluster)
     try:
         store = LeaseStore(redis, verifier.events_topic, Rules(max_streams, ttl, policy, memory, 86_400_000))
         checked = 0

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from compose.launcher import (
     KAFKA_JARS_DIR,
     KafkaBroker,
+    RedisCluster,
     RedisServer,
     docker_engine_available,
     ensure_kafka_jars,
@@ -36,6 +37,7 @@ from compose.launcher import (
     kafka_version,
     wait_for_kafka,
 )
+from tests.redis_targets import RedisTarget
 
 log = logging.getLogger("tests")
 
@@ -236,6 +238,42 @@ def redis_url(redis_server: RedisServer | _RedisContainer | None) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisCluster | None]:
+    """The session's Redis Cluster (3 masters + 3 replicas, local processes, free ports), started
+    on first use; None when TEST_REDIS_CLUSTER_URL names one."""
+    if os.environ.get("TEST_REDIS_CLUSTER_URL"):
+        say(
+            request.config,
+            f"redis cluster: using TEST_REDIS_CLUSTER_URL={os.environ['TEST_REDIS_CLUSTER_URL']}",
+        )
+        yield None
+        return
+    cluster = RedisCluster.on_free_ports(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    say(
+        request.config,
+        f"redis cluster: 3 masters + 3 replicas from {cluster.url}, started in {cluster.start_seconds:.1f} s",
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_target(request: pytest.FixtureRequest, redis_url: str) -> RedisTarget:
+    """The test's Redis: the single server, or (parametrised "cluster", see tests/redis_targets.py)
+    the session's Redis Cluster."""
+    if getattr(request, "param", "single") == "single":
+        return RedisTarget("single", redis_url, False)
+    cluster = request.getfixturevalue("redis_cluster")
+    url = os.environ["TEST_REDIS_CLUSTER_URL"] if cluster is None else cluster.url
+    return RedisTarget("cluster", url, True)
+
+
 # --------------------------------------------------------------------------------------------
 # per-test helpers
 # --------------------------------------------------------------------------------------------
@@ -322,9 +360,10 @@ async def topic_factory(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A redis.asyncio client on the session's Redis. Shared server: use unique key prefixes."""
-    client = aioredis.from_url(redis_url)
+async def redis_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    """A redis.asyncio client on the test's Redis (redis_target). Shared server: use unique key
+    prefixes."""
+    client = aioredis.from_url(redis_target.url) if not redis_target.cluster else redis_target.connect()
     try:
         yield client
     finally:

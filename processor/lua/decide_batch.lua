@@ -2,8 +2,15 @@
 -- rules, the per-user event clock, pruning of expired leases, and effectively-once
 -- bookkeeping (applied offset, stored results, recent eventIds), in one call.
 --
--- KEYS[1]     partition hash  sc:{<events topic>:<partition>}:p   fields: epoch, applied
+-- KEYS[1]     partition hash  sc:{<events topic>:<partition>}:p   fields: epoch, applied,
+--             st (stream time), nx (a lower bound of the earliest index entry; absent: none),
+--             'c:<deviceClass>' (active leases of that class; 'c:' = no class)
 -- KEYS[1+i]   state of the user of event i  sc:{<events topic>:<partition>}:u:<userId>
+-- KEYS[#KEYS] the partition's expiry index  sc:{<events topic>:<partition>}:x, a sorted set:
+--             member = userId (each NUL as NUL 0x01) .. NUL NUL .. sessionId, so member order is
+--             (userId, sessionId) code-point order; score = the lease's expiry when indexed
+--             (never later than its expiry). A due entry names a user key built from this
+--             hash tag (same slot): the only keys not passed in KEYS, unknown until due.
 -- ARGV[1]     epoch taken by the caller when it was assigned the partition
 -- ARGV[2]     max streams          ARGV[3] lease TTL ms      ARGV[4] 'reject' | 'evict_oldest'
 -- ARGV[5]     committed offset: results of offsets below it are no longer needed (-1: none)
@@ -17,7 +24,8 @@
 --             its position here. Absent: every event gets the settings (ARGV[2], ARGV[4]).
 --
 -- Returns 'FENCED:<epoch>' when a newer owner took the partition (nothing is written),
--- else a JSON array with one result per event:
+-- else a JSON array: first {deviceClass = active leases} of the partition after the batch
+-- ('' = no class), then one result per event:
 --   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now]  (kind 'd', nothing revoked)
 --   [code, activeStreams, maxStreams, leaseExpiresAt, now, [revoked sessionIds], kind, conflicts?]
 --   where conflicts (limit_exceeded, device_class_limit) is the deny advice:
@@ -27,6 +35,11 @@
 -- for an event whose eventId the user remembers for another event, i.e. another
 -- (type, sessionId, targetSessionId). A conflict changes nothing but its offset's result.
 -- A stored result is returned as stored: a redelivery gets the same policy and advice.
+-- An event whose record moved stream time past leases' expiries gets [expired, result]
+-- instead, expired = [[userId, sessionId, expiry, activeStreams, deviceClass|null, stream
+-- time], ...] in expiry order (then userId, sessionId): the session ledger's `expire`
+-- verdicts, published before the event's own. Stored with the offset's result (not with the
+-- eventId: a duplicate at a new offset pushes its own expiries).
 --
 -- A user's state is one MessagePack value (cmsgpack: about twice as fast as cjson here),
 -- kept small because it is read and written per event:
@@ -48,7 +61,10 @@ local current = redis.call('HGET', part, 'epoch')
 if current ~= ARGV[1] then
   return 'FENCED:' .. tostring(current)
 end
-local applied = tonumber(redis.call('HGET', part, 'applied') or '-1')
+local head = redis.call('HGETALL', part)
+local fields = {}
+for j = 1, #head, 2 do fields[head[j]] = head[j + 1] end
+local applied = tonumber(fields.applied or '-1')
 local max_streams = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local evict = ARGV[4] == 'evict_oldest'
@@ -71,6 +87,17 @@ local GROWTH = 64    -- eventIds beyond the memory appended before i is cut to s
 local states = {}    -- user key -> decoded state, shared by the batch's events of that user
 local dirty = {}
 local by_offset = {} -- user key -> {offset = result}, built at the user's first replayed event
+local index = KEYS[#KEYS]
+local user_prefix = sub(part, 1, -2) .. 'u:' -- part is '<tag>:p'
+local stream_time = tonumber(fields.st or '0')
+local next_due = fields.nx and tonumber(fields.nx) -- nil: the index is empty
+local head_dirty = false
+-- Active leases per device class ('' = none), as the ledger counts them: from start until
+-- stop, eviction, terminate or expiry by stream time.
+local counts, counts_dirty = {}, {}
+for name, value in pairs(fields) do
+  if sub(name, 1, 2) == 'c:' then counts[sub(name, 3)] = tonumber(value) end
+end
 local f_index = {}   -- user key -> {session = k}, built for long lists only
 local digits = {}    -- k -> its decimal text (a number in a concatenation is formatted each time)
 
@@ -177,14 +204,52 @@ local function session_number(key, s, session)
   return n + 1
 end
 
+-- The userId of a user key (the events carry no userId into the script).
+local user_key_offset = #user_prefix + 1
+local function user_of(key)
+  return sub(key, user_key_offset)
+end
+
+-- The index member of a lease: order-preserving and unambiguous for ids holding any byte.
+local function member_of(key, sid)
+  local user_id = user_of(key)
+  if find(user_id, '\0', 1, true) then user_id = string.gsub(user_id, '%z', '\0\1') end
+  return user_id .. '\0\0' .. sid
+end
+
+local function count(class, delta)
+  class = class or ''
+  counts[class] = (counts[class] or 0) + delta
+  counts_dirty[class] = true
+end
+
+-- The index as this batch sees it. Redis's sorted set is written only at the end (one ZADD,
+-- one ZREM), so it is read in rank order a chunk at a time; `pend` overlays it: member -> new
+-- score, or false when removed. A Redis entry is live while pend has not its member; an entry
+-- indexed in this batch that can come due before the batch ends (score <= horizon) waits in
+-- the heap `near` (live while pend holds its score); later ones only lower `far`.
+local pend, near, far = {}, {}, nil
+local read_m, read_s, read_at, read_rank, read_more, chunk = {}, {}, 1, 0, true, 16
+local horizon = stream_time -- the highest stream time this batch can reach
+for _, ev in ipairs(events) do
+  if ev[1] > applied and ev[4] > horizon then horizon = ev[4] end
+end
+
+-- A lease ended by a verdict (stop, eviction, terminate): out of the index and the counts.
+local function unindex(key, sid, lease)
+  pend[member_of(key, sid)] = false
+  count(lease.k, -1)
+end
+
 -- The active lease of `class` (any class when nil) started first, removed; its sessionId.
-local function remove_oldest(leases, class)
+local function remove_oldest(key, leases, class)
   local oldest, oldest_q = nil, nil
   for osid, olease in pairs(leases) do
     if (class == nil or olease.k == class) and (oldest_q == nil or olease.q < oldest_q) then
       oldest, oldest_q = osid, olease.q
     end
   end
+  unindex(key, oldest, leases[oldest])
   leases[oldest] = nil
   return oldest
 end
@@ -209,6 +274,146 @@ local function conflicts_of(leases, class)
       .. json_or_null(l.t) .. ',' .. (l.s and format('%d', l.s) or 'null') .. ',' .. format('%d', l.e) .. ']'
   end
   return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- (score, member) order as Redis keeps it: members by bytes (Lua's < follows the locale).
+local function earlier(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  local m1, m2 = a[2], b[2]
+  for j = 1, math.min(#m1, #m2) do
+    local x, y = byte(m1, j), byte(m2, j)
+    if x ~= y then return x < y end
+  end
+  return #m1 < #m2
+end
+
+-- The binary heap near: push, and drop its top.
+local function push(item)
+  local j = #near + 1
+  near[j] = item
+  while j > 1 do
+    local up = (j - j % 2) / 2
+    if not earlier(item, near[up]) then break end
+    near[j], near[up] = near[up], item
+    j = up
+  end
+end
+local function pop()
+  local n = #near
+  local item = near[n]
+  near[n] = nil
+  n = n - 1
+  if n == 0 then return end
+  local j = 1
+  while true do
+    local c = 2 * j
+    if c > n then break end
+    if c < n and earlier(near[c + 1], near[c]) then c = c + 1 end
+    if not earlier(near[c], item) then break end
+    near[j] = near[c]
+    j = c
+  end
+  near[j] = item
+end
+
+local function index_lease(member, expiry)
+  if pend[member] ~= expiry then
+    pend[member] = expiry
+    if expiry <= horizon then push({expiry, member}) elseif far == nil or expiry < far then far = expiry end
+  end
+  if next_due == nil or expiry < next_due then
+    next_due = expiry
+    head_dirty = true
+  end
+end
+
+-- The earliest live entry of the index, {score, member}, or nil: Redis's, read on a chunk at a
+-- time (each one larger), or near's. Dead entries passed over stay dead: pend only grows.
+local function earliest()
+  while true do
+    local m = read_m[read_at]
+    if m == nil and read_more then
+      local got = redis.call('ZRANGE', index, read_rank, read_rank + chunk - 1, 'WITHSCORES')
+      read_rank, read_more, read_at = read_rank + chunk, #got == 2 * chunk, 1
+      read_m, read_s = {}, {}
+      for j = 2, #got, 2 do read_m[j / 2], read_s[j / 2] = got[j - 1], tonumber(got[j]) end
+      if chunk < 512 then chunk = chunk * 2 end
+    elseif m ~= nil and pend[m] ~= nil then
+      read_at = read_at + 1
+    else
+      break
+    end
+  end
+  while near[1] and pend[near[1][2]] ~= near[1][1] do pop() end
+  local m, top = read_m[read_at], near[1]
+  if m == nil then return top end
+  local item = {read_s[read_at], m}
+  if top and earlier(top, item) then return top end
+  return item
+end
+
+-- A renewal keeps the lease's index entry (due at the old expiry, it is looked at then);
+-- only an expiry moved earlier (a lowered TTL) is indexed again at once.
+local function renew(key, sid, lease, expiry)
+  if expiry < lease.e then index_lease(member_of(key, sid), expiry) end
+  lease.e = expiry
+end
+
+-- A user's state from the batch's cache or Redis; nil when Redis holds none.
+local function state_of(key)
+  local s = states[key]
+  if s == nil then
+    local raw = redis.call('GET', key)
+    if not raw then return nil end
+    s = cmsgpack.unpack(raw)
+    states[key] = s
+  end
+  return s
+end
+
+-- Expire every lease whose expiry stream time has reached, in (expiry, userId, sessionId)
+-- order; returns their JSON entries joined, or nil. An entry comes due at the expiry its
+-- lease had when indexed: a lease renewed since is indexed again at its current expiry (one
+-- write per TTL window, not per heartbeat); an entry whose lease or user state is gone
+-- (stopped, evicted, terminated, idle user dropped) is removed. next_due becomes the earliest
+-- live entry's score, or `far` when lower (a lower bound: far's entries may have gone since).
+local function expire_due()
+  local list = nil
+  head_dirty = true
+  while true do
+    local item = earliest()
+    if item == nil or item[1] > stream_time then
+      next_due = item and item[1]
+      if far and (next_due == nil or far < next_due) then next_due = far end
+      return list and table.concat(list, ',')
+    end
+    local score, member = item[1], item[2]
+    local sep = find(member, '\0\0', 1, true)
+    local user_id, sid = sub(member, 1, sep - 1), sub(member, sep + 2)
+    if find(user_id, '\0', 1, true) then user_id = string.gsub(user_id, '%z\1', '\0') end
+    local key = user_prefix .. user_id
+    local s = state_of(key)
+    local lease = s and s.l[sid]
+    if lease == nil then
+      pend[member] = false
+    elseif lease.e > score then
+      index_lease(member, lease.e) -- due again later, maybe in this batch: near keeps its place
+    else
+      local e = lease.e
+      s.l[sid] = nil
+      if e > s.c then s.c = e end -- the user's clock moves up to the expiry
+      local later = 0
+      for _, l in pairs(s.l) do
+        if l.e > e then later = later + 1 end
+      end
+      count(lease.k, -1)
+      pend[member] = false
+      dirty[key] = true
+      list = list or {}
+      list[#list + 1] = '[' .. cjson.encode(user_id) .. ',' .. cjson.encode(sid) .. ',' .. format('%d', e)
+        .. ',' .. later .. ',' .. json_or_null(lease.k) .. ',' .. format('%d', stream_time) .. ']'
+    end
+  end
 end
 
 local out = {}
@@ -256,6 +461,13 @@ for n, ev in ipairs(events) do
     end
     out[n] = result or '[0]'
   else
+    -- Stream time moves with every record that reaches the script, before it is decided.
+    local expired = nil
+    if ev[4] > stream_time then
+      stream_time = ev[4]
+      head_dirty = true
+    end
+    if next_due ~= nil and stream_time >= next_due then expired = expire_due() end
     local id_prefix, key2, tag, session = nil, nil, nil, nil
     local result = nil
     if event_id ~= '' then
@@ -291,7 +503,7 @@ for n, ev in ipairs(events) do
       local conflicts = nil
       if kind == 'start' then
         if lease then
-          lease.e = now + ttl
+          renew(key, sid, lease, now + ttl)
           code = 2 -- already_active
         else
           local class = ev[9]
@@ -309,7 +521,7 @@ for n, ev in ipairs(events) do
               elseif limit > 0 then
                 while in_class >= cap do
                   revoked = revoked or {}
-                  revoked[#revoked + 1] = remove_oldest(leases, class)
+                  revoked[#revoked + 1] = remove_oldest(key, leases, class)
                   in_class = in_class - 1
                   active = active - 1
                 end
@@ -323,7 +535,7 @@ for n, ev in ipairs(events) do
             else
               while active >= limit do
                 revoked = revoked or {}
-                revoked[#revoked + 1] = remove_oldest(leases, nil)
+                revoked[#revoked + 1] = remove_oldest(key, leases, nil)
                 active = active - 1
               end
             end
@@ -335,13 +547,15 @@ for n, ev in ipairs(events) do
             if ev[7] ~= NULL then new.t = ev[7] end
             if class ~= '' then new.k = class end
             leases[sid] = new
+            index_lease(member_of(key, sid), new.e)
+            count(new.k, 1)
             active = active + 1
             code = 1 -- started
           end
         end
       elseif kind == 'heartbeat' then
         if lease then
-          lease.e = now + ttl
+          renew(key, sid, lease, now + ttl)
           code = 4 -- renewed
         else
           code = 5 -- no_lease
@@ -349,6 +563,7 @@ for n, ev in ipairs(events) do
       elseif kind == 'terminate' then
         local target = ev[8]
         if leases[target] then
+          unindex(key, target, leases[target])
           leases[target] = nil
           active = active - 1
           revoked = {target}
@@ -358,6 +573,7 @@ for n, ev in ipairs(events) do
         end
       else
         if lease then
+          unindex(key, sid, lease)
           leases[sid] = nil
           active = active - 1
           code = 6 -- stopped
@@ -388,6 +604,7 @@ for n, ev in ipairs(events) do
         if #ids > memory + GROWTH then cut_memory(s) end
       end
     end
+    if expired then result = '[[' .. expired .. '],' .. result .. ']' end
     local r = s.r
     r[#r + 1] = offset_text .. '|' .. result
     local stored = by_offset[key]
@@ -439,5 +656,34 @@ for key in pairs(dirty) do
   redis.call('SET', key, cmsgpack.pack(s), 'PX', idle_ttl)
 end
 
-if last > applied then redis.call('HSET', part, 'applied', last) end
-return '[' .. table.concat(out, ',') .. ']'
+-- The index's writes of the batch: one ZADD, one ZREM (in chunks: unpack has a limit).
+local adds, rems = {}, {}
+for member, score in pairs(pend) do
+  if score then
+    adds[#adds + 1] = format('%d', score)
+    adds[#adds + 1] = member
+  else
+    rems[#rems + 1] = member
+  end
+end
+for j = 1, #adds, 1000 do redis.call('ZADD', index, unpack(adds, j, math.min(j + 999, #adds))) end
+for j = 1, #rems, 1000 do redis.call('ZREM', index, unpack(rems, j, math.min(j + 999, #rems))) end
+
+local head_fields = {}
+if last > applied then head_fields[#head_fields + 1] = 'applied'; head_fields[#head_fields + 1] = last end
+if head_dirty then
+  head_fields[#head_fields + 1] = 'st'
+  head_fields[#head_fields + 1] = format('%d', stream_time)
+  if next_due == nil then
+    redis.call('HDEL', part, 'nx')
+  else
+    head_fields[#head_fields + 1] = 'nx'
+    head_fields[#head_fields + 1] = format('%d', next_due)
+  end
+end
+for class in pairs(counts_dirty) do
+  head_fields[#head_fields + 1] = 'c:' .. class
+  head_fields[#head_fields + 1] = counts[class]
+end
+if #head_fields > 0 then redis.call('HSET', part, unpack(head_fields)) end
+return '[' .. cjson.encode(counts) .. (#out > 0 and ',' or '') .. table.concat(out, ',') .. ']'

@@ -84,6 +84,7 @@ class ChaosFlow(Flow):
             policy=s.overflow_policy,
             event_id_memory=s.event_id_memory,
             resets=resets,
+            redis_cluster=s.redis_cluster,
         )
 
     async def committed(self) -> dict[int, int]:

@@ -6,14 +6,23 @@ from contextlib import AbstractAsyncContextManager
 import pytest
 
 from tests.harness import Flow
+from tests.redis_targets import RedisTarget
 
 
 @pytest.fixture
-def flow_factory(kafka_bootstrap: str, redis_url: str) -> Callable[..., AbstractAsyncContextManager[Flow]]:
-    """Fresh topics and group: `async with flow_factory(partitions=4, overflow_policy="reject") as f:`."""
+def flow_factory(
+    kafka_bootstrap: str, redis_target: RedisTarget
+) -> Callable[..., AbstractAsyncContextManager[Flow]]:
+    """Fresh topics and group: `async with flow_factory(partitions=4, overflow_policy="reject") as f:`.
+    On the test's Redis (redis_target: the single server unless parametrised)."""
 
     def make(partitions: int = 4, **overrides: object) -> Flow:
-        return Flow(kafka_bootstrap, redis_url, partitions, overrides)
+        return Flow(
+            kafka_bootstrap,
+            redis_target.url,
+            partitions,
+            {"redis_cluster": redis_target.cluster, **overrides},
+        )
 
     return make
 

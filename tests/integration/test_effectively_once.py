@@ -13,6 +13,9 @@ from processor.lease_store import FencedError, LeaseStore, Rules
 from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent
 from tests.harness import Flow, wait_until
+from tests.redis_targets import ON_SINGLE_AND_CLUSTER
+
+pytestmark = ON_SINGLE_AND_CLUSTER  # the contract holds on one Redis and on a Redis Cluster
 
 RULES = Rules(
     max_streams=3,

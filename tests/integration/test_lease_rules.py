@@ -6,6 +6,9 @@ import jwt
 from aiokafka.partitioner import DefaultPartitioner
 
 from tests.harness import TEST_SECRET, Flow
+from tests.redis_targets import ON_SINGLE_AND_CLUSTER
+
+pytestmark = ON_SINGLE_AND_CLUSTER  # the contract holds on one Redis and on a Redis Cluster
 
 TTL = 90_000
 

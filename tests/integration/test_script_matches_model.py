@@ -5,6 +5,11 @@ and re-sent eventIds; late records) under a random policy table per batch (the s
 `default` record, plan and user policies with class caps, both overflow policies, limits
 including 0). Each event's policy is resolved here from the contract's words, given to the
 script (`policies=`) and to the model (None for the settings: its own).
+
+The session ledger: users sit on two events partitions (u1 and u2 share one, u3's is drawn),
+so stream times move apart; gaps long enough to expire leases are drawn. Each batch is one
+script call per partition; the expire entries (and their place: before which record), and
+the partition's active lease counts per device class, equal the model's.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
-from redis.asyncio import Redis
 
 from processor import rules as codes
-from processor.lease_store import LeaseStore, Result, Rules
+from processor.lease_store import Expiry, LeaseStore, Result, Rules
 from processor.policies import Policy
 from processor.reference_model import Decision, ReferenceModel
 from processor.wire import DecodedEvent
+from tests.redis_targets import ON_SINGLE_AND_CLUSTER, RedisTarget
+
+pytestmark = ON_SINGLE_AND_CLUSTER  # the script equals the model on one Redis and on a Redis Cluster
 
 MAX_STREAMS = 3  # the settings: MAX_STREAMS, and OVERFLOW_POLICY drawn per example
 SESSIONS = ["s1", "s2", "s3", "s4", "s5"]
@@ -33,9 +40,11 @@ SESSIONS = ["s1", "s2", "s3", "s4", "s5"]
 # terminate (the decoder gives other types none).
 event = st.tuples(
     st.sampled_from(["start", "start", "start", "heartbeat", "stop", "terminate"]),
-    st.sampled_from(["u1", "u2"]),
+    st.sampled_from(["u1", "u2", "u3"]),
     st.sampled_from(SESSIONS),
-    st.integers(min_value=-20_000, max_value=60_000),  # late events included
+    st.one_of(  # late events included; a long silence expires leases by stream time
+        st.integers(min_value=-20_000, max_value=60_000), st.sampled_from([90_000, 150_000, 400_000])
+    ),
     st.one_of(st.none(), st.sampled_from([f"e{i}" for i in range(12)])),
     st.sampled_from([0, 0, 0, 1, 2, 5]),
     st.sampled_from(SESSIONS),
@@ -86,12 +95,18 @@ def normal(r: Result) -> tuple:
     """A result as compared: an empty list (or a script's empty table) equals none."""
     conflicts = [list(c) for c in (r.conflicts or [])]
     policy = "p" if r.policy.startswith("p:") else r.policy  # the plan's name is checked by test_policies
-    return (r.code, r.active, r.max_streams, r.expires_at, r.now, list(r.evicted or []), policy, conflicts)
+    expired = [tuple(e) for e in r.expired]
+    evicted = list(r.evicted or [])
+    return (r.code, r.active, r.max_streams, r.expires_at, r.now, evicted, policy, conflicts, expired)
 
 
 def expected(decision: Decision) -> Result:
+    expired = tuple(
+        Expiry(e.user_id, e.session_id, e.lease_expires_at, e.active_streams, e.device_class, e.decided_at)
+        for e in decision.expired
+    )
     if decision.code == codes.EVENT_ID_CONFLICT:
-        return Result(decision.code)
+        return Result(decision.code, expired=expired)
     conflicts = None
     if decision.conflicts is not None:
         conflicts = [
@@ -107,6 +122,7 @@ def expected(decision: Decision) -> Result:
         list(decision.evicted),
         decision.policy_kind,
         conflicts,
+        expired,
     )
 
 
@@ -120,10 +136,13 @@ def rules_with(policy: str, event_id_memory: int) -> Rules:
     )
 
 
-def decided(model: ReferenceModel, ts: int, ev: DecodedEvent, policy: Policy | None) -> Result:
+def decided(
+    model: ReferenceModel, ts: int, ev: DecodedEvent, policy: Policy | None, partition: int = 0
+) -> Result:
     decision = model.apply(
         ev.user_id, ev.session_id, ev.type, ts, ev.event_id, ev.device_id, ev.content_id,
         policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
+        partition=partition,
     )  # fmt: skip
     return expected(decision)
 
@@ -140,23 +159,31 @@ def labels(want: list[Result]) -> None:
             label(f"a batch with {name}")
     if any(r.evicted and r.code == codes.STARTED for r in want):
         label("a batch with an eviction")
+    expiries = sum(len(r.expired) for r in want)
+    if expiries:
+        label(f"a batch with {'one expiry' if expiries == 1 else 'several expiries'}")
 
 
-async def run_both(redis_url: str, overflow: str, batches: list[tuple[int, dict, list[tuple]]]) -> None:
-    redis = Redis.from_url(redis_url)
+async def run_both(
+    redis_target: RedisTarget, overflow: str, u3_partition: int, batches: list[tuple[int, dict, list[tuple]]]
+) -> None:
+    redis = redis_target.connect()
+    partition_of = {"u1": 0, "u2": 0, "u3": u3_partition}
     try:
         topic = f"prop-{uuid.uuid4().hex}"
-        claim = await LeaseStore(redis, topic, rules_with(overflow, 4)).claim(0)
+        epochs = {p: (await LeaseStore(redis, topic, rules_with(overflow, 4)).claim(p)).epoch for p in (0, 1)}
         model = ReferenceModel(MAX_STREAMS, 90_000, overflow, event_id_memory=4)
         settings_policy = Policy("d", MAX_STREAMS, overflow == "evict_oldest")
-        offset, clock = 0, 1_700_000_000_000
+        offsets, clock = {0: 0, 1: 0}, 1_700_000_000_000
         sent: list[DecodedEvent] = []
-        history: list[tuple[tuple[int, int, DecodedEvent], Result]] = []
+        history: dict[int, list[tuple[tuple[int, int, DecodedEvent], Result]]] = {0: [], 1: []}
         for event_id_memory, records, batch in batches:
             store = LeaseStore(redis, topic, rules_with(overflow, event_id_memory))
             model.event_id_memory = event_id_memory
             table = policies_of(records, overflow)
-            events, policies = [], []
+            events: dict[int, list] = {0: [], 1: []}
+            policies: dict[int, list[Policy]] = {0: [], 1: []}
+            want: dict[int, list[Result]] = {0: [], 1: []}
             for kind, user, session, step, event_id, resend, target, plan, device_class, ids in batch:
                 clock += step
                 ev = DecodedEvent(
@@ -166,41 +193,61 @@ async def run_both(redis_url: str, overflow: str, batches: list[tuple[int, dict,
                 if resend and len(sent) >= resend and sent[-resend].event_id is not None:
                     ev = sent[-resend]
                 sent.append(ev)
-                events.append((offset, clock, ev))
-                policies.append(resolve(table, settings_policy, ev.user_id, ev.plan))
-                offset += 1
-            committed = events[0][0]  # earlier results are trimmed as the processor commits
-            got = await store.decide(0, claim.epoch, committed, offset - 1, events, policies=policies)
-            want = [
-                decided(model, ts, ev, None if policy is settings_policy else policy)
-                for (_, ts, ev), policy in zip(events, policies, strict=True)
-            ]
-            assert [normal(r) for r in got] == [normal(r) for r in want], mismatch(
-                events, policies, got, want
-            )
-            labels(want)
-            # A replay of the same batch changes nothing and answers the same.
-            again = await store.decide(0, claim.epoch, committed, offset - 1, events, policies=policies)
-            assert [normal(r) for r in again] == [normal(r) for r in want]
-            history += zip(events, want, strict=True)
-        known = [(ev.user_id, ev.event_id) for (_, _, ev), _ in history if ev.event_id is not None]
+                p = partition_of[ev.user_id]
+                policy = resolve(table, settings_policy, ev.user_id, ev.plan)
+                events[p].append((offsets[p], clock, ev))
+                policies[p].append(policy)
+                offsets[p] += 1
+                # In log order across partitions: each partition's stream time is its own.
+                want[p].append(decided(model, clock, ev, None if policy is settings_policy else policy, p))
+            for p in (0, 1):
+                if not events[p]:
+                    continue
+                committed = events[p][0][0]  # earlier results are trimmed as the processor commits
+                got = await store.decide(
+                    p, epochs[p], committed, offsets[p] - 1, events[p], policies=policies[p]
+                )
+                assert [normal(r) for r in got] == [normal(r) for r in want[p]], mismatch(
+                    events[p], policies[p], got, want[p]
+                )
+                assert counts_of(got.leases) == model.active_by_class(p)
+                labels(want[p])
+                # A replay of the same batch changes nothing and answers the same.
+                again = await store.decide(
+                    p, epochs[p], committed, offsets[p] - 1, events[p], policies=policies[p]
+                )
+                assert [normal(r) for r in again] == [normal(r) for r in want[p]]
+                assert again.leases == got.leases
+                history[p] += zip(events[p], want[p], strict=True)
+        known = [(ev.user_id, ev.event_id) for p in (0, 1) for (_, _, ev), _ in history[p] if ev.event_id]
         reused = len(known) - len(set(known))
         label(f"reused eventIds: {'none' if reused == 0 else '1-4' if reused < 5 else '5 or more'}")
-        for user in ("u1", "u2"):
-            leases = await store.active_leases(0, user)
+        for user in ("u1", "u2", "u3"):
+            leases = await store.active_leases(partition_of[user], user)
             assert {sid: lease["expiresAt"] for sid, lease in leases.items()} == model.active_leases(user)
-        # A rewound group: offsets whose results were trimmed answer from the eventId memory
-        # with a result of the same event (never another event's), else [0].
-        replay = await store.decide(0, claim.epoch, offset, offset - 1, [ev for ev, _ in history])
-        results_of: dict[tuple, list[tuple]] = {}  # by what an eventId names, not deviceClass or plan
-        for (_, _, ev), first in history:
-            if ev.event_id is not None and first.code != codes.EVENT_ID_CONFLICT:
-                results_of.setdefault(identity(ev), []).append(normal(first))
-        for ((_, _, ev), first), again in zip(history, replay, strict=True):
-            allowed = [normal(first), normal(Result(0)), *results_of.get(identity(ev), [])]
-            assert normal(again) in allowed, (ev, first, again)
+        for p in (0, 1):
+            if history[p]:
+                await rewound_group_replay(store, p, epochs[p], offsets[p], history[p])
     finally:
         await redis.aclose()
+
+
+def counts_of(leases: dict[str, int]) -> dict[str | None, int]:
+    """The script's per-class counts as the model keeps them ('' = None; zero counts dropped)."""
+    return {(k or None): n for k, n in leases.items() if n}
+
+
+async def rewound_group_replay(store: LeaseStore, p: int, epoch: int, end: int, history: list) -> None:
+    """A rewound group: offsets whose results were trimmed answer from the eventId memory
+    with a result of the same event (never another event's, never its expiries), else [0]."""
+    replay = await store.decide(p, epoch, end, end - 1, [ev for ev, _ in history])
+    results_of: dict[tuple, list[tuple]] = {}  # by what an eventId names, not deviceClass or plan
+    for (_, _, ev), first in history:
+        if ev.event_id is not None and first.code != codes.EVENT_ID_CONFLICT:
+            results_of.setdefault(identity(ev), []).append(normal(first._replace(expired=())))
+    for ((_, _, ev), first), again in zip(history, replay, strict=True):
+        allowed = [normal(first), normal(Result(0)), *results_of.get(identity(ev), [])]
+        assert normal(again) in allowed, (ev, first, again)
 
 
 def mismatch(events: list, policies: list[Policy], got: list[Result], want: list[Result]) -> str:
@@ -217,13 +264,16 @@ def mismatch(events: list, policies: list[Policy], got: list[Result], want: list
         st.tuples(memory, policy_table, st.lists(event, min_size=1, max_size=12)), min_size=1, max_size=6
     ),
     overflow=st.sampled_from(["reject", "evict_oldest"]),
+    u3_partition=st.sampled_from([0, 1]),
 )
-def test_script_decisions_equal_the_reference_model_for_random_event_sequences(redis_url, batches, overflow):
-    asyncio.run(run_both(redis_url, overflow, batches))
+def test_script_decisions_equal_the_reference_model_for_random_event_sequences(
+    redis_target, batches, overflow, u3_partition
+):
+    asyncio.run(run_both(redis_target, overflow, u3_partition, batches))
 
 
-async def empty_ids_in_the_advice(redis_url: str) -> tuple[list[Result], list[Result]]:
-    redis = Redis.from_url(redis_url)
+async def empty_ids_in_the_advice(redis_target: RedisTarget) -> tuple[list[Result], list[Result]]:
+    redis = redis_target.connect()
     try:
         store = LeaseStore(redis, f"prop-{uuid.uuid4().hex}", rules_with("reject", 4))
         claim = await store.claim(0)
@@ -242,9 +292,9 @@ async def empty_ids_in_the_advice(redis_url: str) -> tuple[list[Result], list[Re
         await redis.aclose()
 
 
-def test_an_empty_device_id_and_content_id_are_kept_with_the_lease_and_shown_in_the_advice(redis_url):
+def test_an_empty_device_id_and_content_id_are_kept_with_the_lease_and_shown_in_the_advice(redis_target):
     # Contract: deviceId, contentId are optional strings (so "" is one), "kept with the
     # lease, shown in listings and advice"; the advice has null only "where unknown".
-    got, want = asyncio.run(empty_ids_in_the_advice(redis_url))
+    got, want = asyncio.run(empty_ids_in_the_advice(redis_target))
     assert want[1].conflicts == [["s1", "", "tv", "", 1_700_000_000_000, 1_700_000_090_000]]
     assert [normal(r) for r in got] == [normal(r) for r in want]

@@ -28,6 +28,7 @@ from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorProcess
 from producer_sim.runner import SimConfig, Simulation, start_verdict_consumer
 from producer_sim.settings import SimSettings
+from tests.redis_targets import ON_SINGLE_AND_CLUSTER, RedisTarget
 
 PARTITIONS = 4
 SECRET = "simulator-test-secret-" + secrets.token_hex(8)
@@ -55,7 +56,7 @@ ProcessorFactory = Callable[..., AbstractAsyncContextManager[SimSettings]]
 
 @pytest.fixture
 def running_processor(
-    kafka_bootstrap: str, redis_url: str, topic_factory, tmp_path: Path
+    kafka_bootstrap: str, redis_target: RedisTarget, topic_factory, tmp_path: Path
 ) -> ProcessorFactory:
     """`async with running_processor(overflow_policy=...) as settings:` fresh topics, a healthy processor."""
 
@@ -66,7 +67,8 @@ def running_processor(
         settings = SimSettings(
             _env_file=None,
             kafka_bootstrap_servers=kafka_bootstrap,
-            redis_url=redis_url,
+            redis_url=redis_target.url,
+            redis_cluster=redis_target.cluster,
             events_topic=events,
             verdicts_topic=verdicts,
             dlq_topic=dlq,
@@ -79,7 +81,7 @@ def running_processor(
             await install_policies(settings, policy_records(), grace_s=0)
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "REDIS_URL": redis_url,
+            **redis_target.env(),
             "EVENTS_TOPIC": events,
             "VERDICTS_TOPIC": verdicts,
             "DLQ_TOPIC": dlq,
@@ -101,6 +103,7 @@ def running_processor(
     return start
 
 
+@ON_SINGLE_AND_CLUSTER  # the contract holds on one Redis and on a Redis Cluster
 @pytest.mark.parametrize("policy", ["reject", "evict_oldest"])
 async def test_every_verdict_of_the_processor_matches_the_model_under_faults(
     running_processor: ProcessorFactory, policy: str
@@ -122,6 +125,7 @@ async def test_every_verdict_of_the_processor_matches_the_model_under_faults(
     assert report["latency_ms"]["count"] > 0
 
 
+@ON_SINGLE_AND_CLUSTER  # the contract holds on one Redis and on a Redis Cluster
 @pytest.mark.parametrize("policy", ["reject", "evict_oldest"])
 async def test_with_plans_every_policy_advice_and_terminate_matches_the_model(
     running_processor: ProcessorFactory, policy: str

@@ -6,10 +6,10 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from processor.lease_store import Result
+from processor.lease_store import Expiry, Result
 from processor.reference_model import Decision, ReferenceModel
 from processor.tokens import HS256Signer
-from processor.verdicts import build_verdicts
+from processor.verdicts import build_verdicts, expire_verdict
 from processor.wire import DecodedEvent
 from producer_sim.checker import Checker
 from producer_sim.faults import MALFORMED_KINDS, FaultConfig, Faults, encode_event, malformed_record
@@ -41,7 +41,13 @@ def verdicts_for(ev: SimEvent, d: Decision) -> list[bytes]:
         d.code, d.active_streams, d.max_streams, d.lease_expires_at or 0, d.decided_at,
         list(d.evicted), d.policy_kind, conflicts,
     )  # fmt: skip
-    return build_verdicts(decoded, result, "playback.events", 0, 0, HS256Signer(SECRET.encode()))
+    own = build_verdicts(decoded, result, "playback.events", 0, 0, HS256Signer(SECRET.encode()))
+    expired = [  # the session ledger's, before the event's own
+        expire_verdict(Expiry(e.user_id, e.session_id, e.lease_expires_at, e.active_streams, e.device_class,
+                              e.decided_at))
+        for e in d.expired
+    ]  # fmt: skip
+    return expired + own
 
 
 def corrupt(value: bytes, **changes: object) -> bytes:
