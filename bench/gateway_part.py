@@ -44,6 +44,8 @@ async def gateway_bench(bench, rates: list[int], seconds: float, connections: in
     await bench.output_topic(names.verdicts)
     logs = bench.out_dir / "logs"
     proc = SubProcess(bench.bootstrap, bench.redis_url, topic, names, logs / "gateway-processor.log")
+    # The gateway's replies topic and bench.gateway_load's own (straight on Kafka).
+    proc.env["REPLY_TOPICS"] = rf"bench\.{bench.run_id}\.replies|bench-replies-[0-9a-f]+"
     proc.start()
     auth = secrets.token_urlsafe(32)
     port = free_port()

@@ -86,6 +86,7 @@ class Processor:
         self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
         self._verdict_partition = _no_partitions
+        self._event_partition = _no_partitions
         self.partitions = Partitions()
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -103,6 +104,12 @@ class Processor:
             s.topic_replication_factor,
         )
         self._verdict_partition = verdict_partitioner(counts[s.verdicts_topic])
+        # Same counts (the usual case): one function, so one cache, for both topics.
+        self._event_partition = (
+            self._verdict_partition
+            if counts[s.events_topic] == counts[s.verdicts_topic]
+            else verdict_partitioner(counts[s.events_topic])
+        )
         self.policies = await follow_policies(s, self.metrics)  # read to its end before any event
         self._redis = connect(
             s.redis_url, cluster=s.redis_cluster, socket_timeout=10, socket_connect_timeout=5
@@ -127,7 +134,12 @@ class Processor:
             s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
         )
         await self._publisher.start()
-        self._replies = ReplySender(s.kafka_bootstrap_servers, self.metrics)
+        self._replies = ReplySender(
+            s.kafka_bootstrap_servers,
+            self.metrics,
+            s.reply_topics,
+            (s.events_topic, s.verdicts_topic, s.dlq_topic, s.policies_topic),
+        )
         self._consumer = events_consumer(s)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
         self._claimer = PartitionClaimer(
@@ -281,7 +293,7 @@ class Processor:
         for tp, recs in records.items():
             if recs:
                 self.metrics.batch_size.observe(len(recs))
-                batch = split(tp, recs)
+                batch = split(tp, recs, self._event_partition)
                 state = self.partitions.get(tp)  # tagged now: no rebalance runs between here and getmany
                 batch.owner, batch.generation = state, state.generation if state is not None else 0
                 batches.append(batch)

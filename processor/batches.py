@@ -42,13 +42,29 @@ class PartitionBatch:
     generation: int = 0
 
 
-def split(tp: TopicPartition, recs: list) -> PartitionBatch:
-    """Decode a partition's records: valid events in log order, the rest as dead letters."""
+def split(
+    tp: TopicPartition, recs: list, partition_of: Callable[[bytes], int] | None = None
+) -> PartitionBatch:
+    """Decode a partition's records: valid events in log order, the rest as dead letters.
+
+    With `partition_of` (the events topic's default partitioner), a record whose key belongs
+    to another partition is a dead letter too: its user's limit is kept in that partition's
+    state, and deciding it here would count the user's leases twice.
+    """
     batch = PartitionBatch(tp, recs[0].offset, recs[-1].offset)
     events, records = batch.events, batch.records
+    partition = tp.partition
     for rec in recs:
         try:
-            events.append((rec.offset, rec.timestamp, decode_event(rec.value, rec.key)))
+            event = decode_event(rec.value, rec.key)
+            if partition_of is not None and partition_of(rec.key) != partition:
+                raise DecodeError(
+                    "key_mismatch",
+                    f"the record is in partition {partition} but its key belongs to partition "
+                    f"{partition_of(rec.key)} (the default partitioner): produce it keyed, without "
+                    "choosing a partition",
+                )
+            events.append((rec.offset, rec.timestamp, event))
             records.append(rec)
         except DecodeError as err:
             batch.dead_letters.append((rec, err))

@@ -6,6 +6,7 @@ os.environ. Names follow the contract (KAFKA_BOOTSTRAP_SERVERS, MAX_STREAMS, ...
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +66,18 @@ class Settings(CommonSettings):
     # Run on a Redis whose maxmemory-policy may evict keys (an evicted user key frees its slots).
     allow_evicting_redis: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The only topics a `reply.topic` header may name (a regular expression, whole name): a
+    # writer of the events topic must not make the processor write to any other topic (the
+    # policies topic above all). The processor's own topics and `__*` are refused whatever it says.
+    reply_topics: str = Field(r"playback\.replies", min_length=1)
+
+    @model_validator(mode="after")
+    def _check_reply_topics(self) -> Settings:
+        try:
+            re.compile(self.reply_topics)
+        except re.error as exc:
+            raise ValueError(f"REPLY_TOPICS is not a regular expression: {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _check_signing(self) -> Settings:

@@ -61,7 +61,7 @@ class Metrics:
         self.replies = Counter(
             "concurrency_replies_total",
             "Verdict copies for reply headers, by outcome: sent, failed, unknown_topic, "
-            "unknown_partition, bad_header",
+            "unknown_partition, refused_topic, bad_header",
             ["outcome"],
             registry=r,
         )

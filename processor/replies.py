@@ -33,7 +33,10 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _PARTITION = re.compile(r"[0-9]{1,9}")
 TOPICS_REFRESH_SECONDS = 2.0  # at most one full metadata read per interval
 TOPICS_MAX_AGE_SECONDS = 60.0
-SEND_TIMEOUT_SECONDS = 10.0
+# A reply waits for no more than this; a target that failed is skipped for a while, so a
+# deleted reply topic costs one short wait, not one per batch.
+SEND_TIMEOUT_SECONDS = 2.0
+FAILED_TARGET_SKIP_SECONDS = 30.0
 
 ReplyRecord = tuple[str, int, bytes, bytes]  # (topic, partition, key, value)
 
@@ -74,9 +77,14 @@ def reply_target(headers: Iterable[tuple[str, bytes]] | None) -> tuple[str, int]
 
 
 class ReplySender:
-    def __init__(self, bootstrap: str, metrics: Metrics) -> None:
+    def __init__(
+        self, bootstrap: str, metrics: Metrics, allowed: str, own_topics: Iterable[str] = ()
+    ) -> None:
         self._bootstrap = bootstrap
         self._metrics = metrics
+        self._allowed = re.compile(allowed)
+        self._own = frozenset(own_topics)
+        self._failed: dict[str, float] = {}  # topic -> monotonic time until which it is skipped
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}  # topic -> partition count, as last read
         self._read_at = float("-inf")
@@ -90,11 +98,46 @@ class ReplySender:
         """Write the copies in order per reply partition; return when each is acked, failed or late."""
         if not replies:
             return
+        replies = self._admitted(replies)
+        if not replies:
+            return
         try:
             await asyncio.wait_for(self._send(replies), SEND_TIMEOUT_SECONDS)
         except (KafkaError, TimeoutError) as exc:
             self._metrics.replies.labels("failed").inc(len(replies))
+            self._forget({topic for topic, *_ in replies})
             log.warning("replies not sent: not retried", extra={"error": repr(exc), "replies": len(replies)})
+
+    def _admitted(self, replies: list[ReplyRecord]) -> list[ReplyRecord]:
+        """The replies to topics a reply may go to, and not failing lately; the rest counted."""
+        now = time.monotonic()
+        kept = []
+        for reply in replies:
+            topic = reply[0]
+            if topic in self._own or topic.startswith("__") or not self._allowed.fullmatch(topic):
+                outcome = "refused_topic"
+            elif self._failed.get(topic, 0.0) > now:
+                outcome = "failed"
+            else:
+                kept.append(reply)
+                continue
+            self._metrics.replies.labels(outcome).inc()
+            if outcome == "refused_topic":
+                log.warning(
+                    "reply.topic names a topic replies may not go to (REPLY_TOPICS): not sent",
+                    extra={"reply_topic": topic[:100]},
+                )
+        return kept
+
+    def _forget(self, topics: set[str]) -> None:
+        """Skip these topics for a while and read the topic list again before using them."""
+        until = time.monotonic() + FAILED_TARGET_SKIP_SECONDS
+        for topic in topics:
+            self._failed[topic] = until
+            self._partitions.pop(topic, None)
+        if len(self._failed) > 1000:  # bounded: drop the entries whose time is up
+            now = time.monotonic()
+            self._failed = {t: u for t, u in self._failed.items() if u > now}
 
     async def _send(self, replies: list[ReplyRecord]) -> None:
         producer = await self._started()
@@ -113,12 +156,13 @@ class ReplySender:
                     extra={"reply_topic": topic, "reply_partition": partition, "outcome": outcome},
                 )
                 continue
-            sent.append((len(records), await send_in_batches(producer, topic, partition, records)))
-        for n, futures in sent:
+            sent.append((topic, len(records), await send_in_batches(producer, topic, partition, records)))
+        for topic, n, futures in sent:
             acks = await asyncio.gather(*futures, return_exceptions=True)
             errors = [a for a in acks if isinstance(a, BaseException)]
             self._metrics.replies.labels("failed" if errors else "sent").inc(n)
             if errors:
+                self._forget({topic})
                 log.warning("reply batch failed: not retried", extra={"error": repr(errors[0])})
 
     async def _started(self) -> AIOKafkaProducer:

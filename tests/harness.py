@@ -161,6 +161,7 @@ class Flow:
             dlq_topic=f"dlq-{suffix}",
             policies_topic=f"policies-{suffix}",
             consumer_group=f"group-{suffix}",
+            reply_topics=r"replies-.*",  # the test topics of reply tests and gateways
             jwt_secret=TEST_SECRET,
             http_port=0,
             topic_partitions=self.partitions,
@@ -325,6 +326,7 @@ class Flow:
             "VERDICTS_TOPIC": s.verdicts_topic,
             "DLQ_TOPIC": s.dlq_topic,
             "POLICIES_TOPIC": s.policies_topic,
+            "REPLY_TOPICS": s.reply_topics,
             "CONSUMER_GROUP": s.consumer_group,
             "JWT_SECRET": TEST_SECRET,
             "HTTP_PORT": "0",

@@ -131,3 +131,23 @@ async def test_records_of_one_user_keyed_by_8_other_strings(flow: Flow):
     assert verdict["activeStreams"] == 1
     assert sorted(letter.key for letter in letters) == sorted(wrong_keys)
     assert {dict(letter.headers)["error"] for letter in letters} == {b"key_mismatch"}
+
+
+async def test_a_record_produced_to_another_partition_than_its_keys_is_dead_lettered(flow: Flow):
+    """Right key, wrong partition: deciding it there would keep a second copy of the user's limit."""
+    s = flow.settings
+    every = list(range(s.topic_partitions))
+    home = DefaultPartitioner()(b"u1", every, every)
+    elsewhere = (home + 1) % s.topic_partitions
+    producer = flow._producer
+    assert producer is not None
+    for n, partition in enumerate((elsewhere, home)):
+        value = orjson.dumps({**VALID, "sessionId": f"s{n}", "eventId": f"p{partition}"})
+        await producer.send_and_wait(
+            s.events_topic, key=b"u1", value=value, partition=partition, timestamp_ms=flow.t0 + n
+        )
+    verdicts = await flow.wait_events(f"p{home}")
+    letters = await flow.wait_dead_letters(1)
+    assert [dict(r.headers)["error"] for r in letters] == [b"key_mismatch"]
+    assert dict(letters[0].headers)["source.partition"] == str(elsewhere).encode()
+    assert not any(v["eventId"] == f"p{elsewhere}" for v in verdicts)

@@ -127,3 +127,32 @@ async def test_a_missing_reply_topic_or_a_bad_header_sends_no_reply_and_stalls_n
         assert missing not in await admin.list_topics()  # never auto-created
     finally:
         await admin.close()
+
+
+async def test_replies_go_only_to_allowed_topics_never_to_the_processors_own_or_internal_ones(
+    flow_factory, topic_factory
+):
+    other = await topic_factory(partitions=1, prefix="other-app")  # exists, but not a reply topic
+    async with flow_factory() as flow:
+        s = flow.settings
+        running = await flow.start_processor()
+        targets = {
+            "policies": s.policies_topic,  # a verdict there would read as a policy: limits rewritten
+            "events": s.events_topic,  # a verdict there would come back as an event
+            "verdicts": s.verdicts_topic,
+            "dlq": s.dlq_topic,
+            "offsets": "__consumer_offsets",
+            "other": other,
+        }
+        await flow.send_policy("default", {"maxStreams": 2})
+        await flow.wait_policy("probe-user", "default", 2)
+        ends_before = {name: await _end_offset(flow.bootstrap, topic, 0) for name, topic in targets.items()}
+        for name, topic in targets.items():
+            headers = reply_headers(topic, 0)
+            await flow.send("start", "default", f"s-{name}", at=1000, event_id=name, headers=headers)
+        await flow.wait_events(*targets)
+        for name, topic in targets.items():
+            assert await _end_offset(flow.bootstrap, topic, 0) == ends_before[name], name
+        assert counter(running.processor, "refused_topic") == len(targets)
+        # The `default` policy is still the operator's.
+        await flow.wait_policy("probe-user-2", "default", 2, at=2000)
