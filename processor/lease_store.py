@@ -20,6 +20,10 @@ from processor.policies import Policy
 from processor.wire import DecodedEvent
 
 KEY_PREFIX = "sc"
+# Lua numbers are doubles: exact integers up to 2**53. A record timestamp beyond this (year
+# 144,000; a broker without a timestamp bound accepts up to 2**63-1) is taken as this, so
+# expiries (timestamp + TTL) and stream time stay exact and never wrap negative.
+MAX_EVENT_MS = 2**52
 
 
 class HiredisPackingConnection(Connection):
@@ -233,7 +237,7 @@ class LeaseStore:
                     offset,
                     ev.type,
                     ev.session_id,
-                    timestamp if timestamp > 0 else 0,
+                    timestamp if 0 < timestamp < MAX_EVENT_MS else (0 if timestamp <= 0 else MAX_EVENT_MS),
                     ev.event_id or "",
                     ev.device_id,
                     ev.content_id,
