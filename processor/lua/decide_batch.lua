@@ -653,7 +653,13 @@ for key in pairs(dirty) do
   -- Keep the `memory` most recent eventIds (also when the setting was lowered).
   if #s.i > memory then cut_memory(s) end
   if s.f and #s.f > #s.i + SLACK then compact(s) end
-  redis.call('SET', key, cmsgpack.pack(s), 'PX', idle_ttl)
+  -- A user holding leases never expires by idle time: the ledger must see each lease end in
+  -- a verdict (an idle partition pushes its expiries when its next record comes).
+  if next(s.l) == nil then
+    redis.call('SET', key, cmsgpack.pack(s), 'PX', idle_ttl)
+  else
+    redis.call('SET', key, cmsgpack.pack(s))
+  end
 end
 
 -- The index's writes of the batch: one ZADD, one ZREM (in chunks: unpack has a limit).

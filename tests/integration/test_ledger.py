@@ -186,3 +186,19 @@ async def test_the_active_lease_gauge_counts_the_ledger_and_is_right_after_a_res
         await flow.wait_events("6", "7")
         await wait_until(lambda: gauge(q, 0) == 1, what="gauge after two expiries")
         assert (gauge(q, 0, "tv"), gauge(q, 0, "mobile"), gauge(q, 0, "")) == (1, 0, 0)
+
+
+async def test_a_user_holding_a_lease_never_expires_by_idle_time_and_gets_the_idle_ttl_once_it_has_none(
+    flow_factory, redis_client
+):
+    """An idle user key dropped by Redis would end its leases without an `expire` verdict."""
+    async with flow_factory(partitions=1) as flow:
+        await flow.start_processor()
+        await flow.send("start", "u1", "s1", at=0, event_id="a")
+        await flow.wait_events("a")
+        key = f"sc:{{{flow.settings.events_topic}:0}}:u:u1"
+        assert await redis_client.exists(key) == 1
+        assert await redis_client.pttl(key) == -1  # no expiry while it holds a lease
+        await flow.send("stop", "u1", "s1", at=10, event_id="b")
+        await flow.wait_events("b")
+        assert 0 < await redis_client.pttl(key) <= flow.settings.idle_user_ttl_seconds * 1000
