@@ -10,7 +10,12 @@
    topic before the processor starts), on TVs, phones and computers; some stop a session
    from another device when denied; with duplicates, late and malformed records. Every
    verdict is checked, deny advice and terminates included.
-4. The report; then everything the demo started is stopped (also on Ctrl-C or errors).
+4. The report.
+5. The HTTP gateway, `python -m gateway`, and a short curl session through it (start x4
+   with the fourth denied and its advice, heartbeat, stop, terminate, the listing).
+6. The session ledger read back from the verdicts topic (`producer_sim.ledger`):
+   concurrent streams over time, per device class, and its plot.
+7. Everything the demo started is stopped (also on Ctrl-C or errors).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import secrets
 import subprocess
 import sys
@@ -37,8 +43,10 @@ from compose.launcher import (
     free_port,
     port_answers,
 )
+from gateway import demo_session
 from producer_sim.cli import finish
 from producer_sim.kafka_io import install_policies
+from producer_sim.ledger import main as ledger_main
 from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorError, ProcessorProcess
 from producer_sim.runner import DeliveryError, SimConfig, Simulation
@@ -95,10 +103,48 @@ def start_services(stack: contextlib.ExitStack, console: Console, workdir: Path)
     return f"127.0.0.1:{KAFKA_PORT}", f"redis://127.0.0.1:{REDIS_PORT}/0"
 
 
+def run_gateway_session(
+    stack: contextlib.ExitStack, console: Console, bootstrap: str, redis_url: str, jwt_secret: str
+) -> int:
+    """Start `python -m gateway` on a free port and run the curl session through it."""
+    auth_secret = secrets.token_urlsafe(32)
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": jwt_secret,
+        "GATEWAY_AUTH_SECRET": auth_secret,
+        "GATEWAY_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    log_path = RUN_DIR / "demo-gateway.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "gateway"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    stack.callback(_stop, gateway)
+    console.print(f"\ngateway: `python -m gateway` on http://127.0.0.1:{port} (log: {log_path})")
+    # The token command reads the same GATEWAY_AUTH_SECRET from the environment as the gateway.
+    return demo_session.run(f"http://127.0.0.1:{port}", f"demo-{secrets.token_hex(3)}", auth_secret)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m producer_sim.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of simulated load (30)")
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
+    parser.add_argument(
+        "--ledger-plot", type=Path, default=RUN_DIR / "demo-ledger.png", help="the ledger's PNG plot"
+    )
     args = parser.parse_args(argv)
     console = Console()
     secret = secrets.token_urlsafe(32)
@@ -149,7 +195,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{pol['denies']['limit_exceeded']}, sessions terminated from another device: "
                 f"{pol['terminates']['terminated']}"
             )
-            return status
+            status = run_gateway_session(stack, console, bootstrap, redis_url, secret) or status
+            # The first consumer of the ledger: concurrent streams over time, from the verdicts alone.
+            console.print(f"\nthe session ledger ({settings.verdicts_topic}), plot: {args.ledger_plot}")
+            ledger = ledger_main(
+                [
+                    "--bootstrap",
+                    bootstrap,
+                    "--verdicts-topic",
+                    settings.verdicts_topic,
+                    "--plot",
+                    str(args.ledger_plot),
+                ]
+            )
+            return ledger or status
     except KeyboardInterrupt:
         console.print("interrupted: everything the demo started has been stopped")
         return 130
