@@ -40,8 +40,10 @@ from gateway.settings import GatewaySettings
 DEFAULT_REQUESTER = "account"  # the requester's sessionId of a terminate that names none
 
 _WHAT = {
-    400: "bad input, never published",
-    401: "missing, malformed, badly signed or expired token",
+    400: "bad input, never published (a body over 65536 bytes: too_large, refused by its Content-Length "
+    "before it is read)",
+    401: "missing, malformed, badly signed or expired token, or a playback token (sid claim)",
+    429: "this user has GATEWAY_MAX_IN_FLIGHT_PER_USER calls waiting already: retry after Retry-After",
     503: "not ready, or too many calls in flight: retry after Retry-After",
     504: "no verdict in time: retry with the same Idempotency-Key",
 }
@@ -55,7 +57,7 @@ def _verdict(status: int, description: str) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": VerdictBody, "description": description}}
 
 
-_CALL_ERRORS = _errors(400, 401, 503, 504)
+_CALL_ERRORS = _errors(400, 401, 429, 503, 504)
 
 
 def _respond(answer: Answer) -> Response:
@@ -92,6 +94,12 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     @app.exception_handler(parsing.NotJson)
     async def _not_json(_request: Request, _exc: parsing.NotJson) -> Response:
         return _respond(error(400, "not_json", "the body must be a JSON object"))
+
+    @app.exception_handler(parsing.TooLarge)
+    async def _too_large(_request: Request, exc: parsing.TooLarge) -> Response:
+        # 400 as all bad input (the contract); the connection is closed as the body is not read.
+        answer = error(400, "too_large", exc.detail)
+        return Response(answer.body, 400, headers={**answer.headers, "connection": "close"})
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> Response:

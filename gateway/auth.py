@@ -1,8 +1,11 @@
 """Bearer tokens of the callers: HS256 with a shared secret, or a PEM public key (RS256 / EdDSA).
 
-`sub` is the userId (the event limits apply), the optional `plan` claim the event's plan; `exp`
-is required. Anything wrong with a token is an `AuthError` (401); which algorithm is accepted is
-fixed by the configured key, never by the token's header (no alg confusion).
+`sub` is the userId (the event limits apply, and it must be UTF-8 text without control
+characters), the optional `plan` claim the event's plan; `exp` is required. A token with a `sid`
+claim is a playback token (the processor's, or the gateway's fail-open one), never an API
+credential, whatever the secrets. Anything wrong with a token is an `AuthError` (401); which
+algorithm is accepted is fixed by the configured key, never by the token's header (no alg
+confusion).
 
 HS256 is checked here by hand, as the processor signs it: PyJWT's decode cost about 0.3 ms
 per call on this machine (it inspects the key for PEM shapes and parses with stdlib json at
@@ -19,6 +22,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 
@@ -40,6 +44,18 @@ class AuthError(ValueError):
 class Caller:
     user_id: str
     plan: str | None
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _text(value: str) -> bool:
+    """UTF-8 encodable (no lone surrogate, which PyJWT's json lets through) and no control character."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return _CONTROL.search(value) is None
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -80,14 +96,22 @@ class Verifier:
 
     def verify(self, token: str) -> Caller:
         claims = self._hs256(token) if self._mac is not None else self._pyjwt(token)
+        if "sid" in claims:
+            raise AuthError("a playback token (it has a sid claim) is not an API credential")
         sub = claims["sub"]
-        if not isinstance(sub, str) or not 0 < len(sub) <= MAX_ID_CHARS:
+        if not isinstance(sub, str) or not 0 < len(sub) <= MAX_ID_CHARS or not _text(sub):
             raise AuthError(
-                f"the token's sub (the userId) must be a string of 1 to {MAX_ID_CHARS} characters"
+                f"the token's sub (the userId) must be a string of 1 to {MAX_ID_CHARS} characters, "
+                "UTF-8 text without control characters"
             )
         plan = claims.get("plan")
-        if plan is not None and (not isinstance(plan, str) or not 0 < len(plan) <= MAX_PLAN_CHARS):
-            raise AuthError(f"the token's plan must be a string of 1 to {MAX_PLAN_CHARS} characters")
+        if plan is not None and (
+            not isinstance(plan, str) or not 0 < len(plan) <= MAX_PLAN_CHARS or not _text(plan)
+        ):
+            raise AuthError(
+                f"the token's plan must be a string of 1 to {MAX_PLAN_CHARS} characters, "
+                "UTF-8 text without control characters"
+            )
         return Caller(sub, plan)
 
     def _pyjwt(self, token: str) -> dict:

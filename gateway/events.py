@@ -1,9 +1,12 @@
 """Building and publishing the player event of one HTTP call.
 
 With an Idempotency-Key the eventId (and a start's new sessionId) is derived from the user,
-the call and the key, so a retried call is the same event and the processor's eventId memory
-answers it with the first verdict; a key reused for another call is another event (never an
-`event_id_conflict` dead letter). Without a key each call is a new event.
+the key and every field the processor compares for an `event_id_conflict` (type, sessionId,
+targetSessionId), so a retried call is the same event and the processor's eventId memory
+answers it with the first verdict; a key reused for another call, another session or another
+requester is another event (never a dead letter, which would leave the call waiting until
+its 504). Without a key each call is a new event. The parts are length-prefixed, not joined
+with a separator: ids may hold any character, so ("a\0b", "c") must not read as ("a", "b\0c").
 """
 
 from __future__ import annotations
@@ -22,17 +25,25 @@ from processor.replies import PARTITION_HEADER, TOPIC_HEADER
 _SESSION_NAMESPACE = uuid.UUID("7d0c1f4e-3a51-4f55-9c43-5b9f0f1c2a77")
 
 
-def event_id(user_id: str, call: str, target: str, idempotency_key: str | None) -> str:
+def _seed(*parts: str) -> str:
+    # As processor.verdicts._seed: each part behind its length, so no two inputs build one seed.
+    return "".join(f"{len(p)}:{p}" for p in parts)
+
+
+def event_id(
+    user_id: str, kind: str, session_id: str, target_session_id: str | None, idempotency_key: str | None
+) -> str:
     if idempotency_key is None:
         return "gw-" + uuid.uuid4().hex
-    digest = hashlib.sha256("\x00".join((user_id, call, target, idempotency_key)).encode()).hexdigest()
-    return "gw-" + digest[:40]
+    target = target_session_id or ""  # no target: "" (an id is never empty)
+    seed = _seed("event", user_id, kind, session_id, target, idempotency_key)
+    return "gw-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
 
 
 def new_session_id(user_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return str(uuid.uuid4())
-    return str(uuid.uuid5(_SESSION_NAMESPACE, f"{user_id}\x00{idempotency_key}"))
+    return str(uuid.uuid5(_SESSION_NAMESPACE, _seed("session", user_id, idempotency_key)))
 
 
 def build_event(

@@ -33,11 +33,14 @@ class GatewayMetrics:
         )
         self.replies = Counter(
             "gateway_replies_total",
-            "Reply records read, by outcome (matched, no_waiter, revoke, not_a_verdict)",
+            "Reply records read, by outcome (matched, no_waiter, revoke, not_a_verdict, mismatch)",
             ["outcome"],
             registry=r,
         )
         self.in_flight = Gauge("gateway_in_flight", "Calls waiting for their verdict", registry=r)
         self.rejected = Counter(
-            "gateway_rejected_total", "Calls refused with 503, by reason", ["reason"], registry=r
+            "gateway_rejected_total",
+            "Calls refused with 503 or 429 (reason user_in_flight), by reason",
+            ["reason"],
+            registry=r,
         )

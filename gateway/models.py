@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from processor.wire import MAX_CLASS_CHARS, MAX_ID_CHARS, MAX_TEXT_CHARS
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+# Path ids and the Idempotency-Key: no control characters (U+0000-U+001F, U+007F), which would
+# reach logs, Redis keys and tokens unseen.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+PathId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_CONTROL)]
 Text = Annotated[StrictStr, Field(max_length=MAX_TEXT_CHARS)]
 DeviceClass = Annotated[StrictStr, Field(min_length=1, max_length=MAX_CLASS_CHARS)]
 

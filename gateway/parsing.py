@@ -18,11 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gateway.auth import AuthError, Caller, Verifier
-from gateway.models import Id
+from gateway.models import PathId
 from processor.wire import MAX_VALUE_BYTES
 
 M = TypeVar("M", bound=BaseModel)
-_ID = TypeAdapter(Id)
+_ID = TypeAdapter(PathId)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _IDEMPOTENCY_DOC = "a retry with the same key is the same event and gets the same verdict"
 
@@ -34,6 +34,13 @@ class Unauthorized(Exception):
 
 class NotJson(Exception):
     pass
+
+
+class TooLarge(Exception):
+    """A body over MAX_VALUE_BYTES: answered 400 too_large before more of it is read."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
 
 
 def caller(request: Request, verifier: Verifier) -> Caller:
@@ -65,12 +72,34 @@ def idempotency_key(request: Request) -> str | None:
     return None if key is None else _checked_id(key, "header", IDEMPOTENCY_HEADER)
 
 
+_TOO_LARGE = f"the body is over {MAX_VALUE_BYTES} bytes"  # the event it would become could never be decided
+
+
+async def _read_capped(request: Request) -> bytes:
+    """The body, refused as soon as it is known to be over the limit: by its Content-Length before
+    any of it is read, else (chunked) at the first chunk past it, so a client cannot make the
+    gateway buffer more than the limit (nor wait for a huge body it announced)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():  # uvicorn refuses most; never trust the rest
+            raise RequestValidationError(
+                [{"type": "bad_length", "loc": ("header", "Content-Length"), "msg": "not a number"}]
+            )
+        if int(length) > MAX_VALUE_BYTES:
+            raise TooLarge(_TOO_LARGE)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_VALUE_BYTES:
+            raise TooLarge(_TOO_LARGE)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def body(request: Request, model: type[M]) -> M:
     """The JSON body as `model`; an absent (empty) body is the model's defaults."""
-    raw = await request.body()
-    if len(raw) > MAX_VALUE_BYTES:  # the event it would become could never be decided
-        error = {"type": "too_large", "loc": ("body",), "msg": f"the body is over {MAX_VALUE_BYTES} bytes"}
-        raise RequestValidationError([error])
+    raw = await _read_capped(request)
     if not raw.strip():
         return model()
     try:

@@ -4,7 +4,10 @@ Every instance joins one consumer group on the replies topic. On each assignment
 partitions from their end (it only waits for replies to what it sends from then on) and names
 the first of them in the `reply.partition` header of its events; the processor copies each
 event's verdicts there. A reply is matched to its waiter by eventId and by being the event's
-own verdict (a `revoke` carries the triggering eventId too). The wait map is bounded and every
+own verdict: a `revoke` (it carries the triggering eventId too) answers nobody, and so does a
+verdict whose userId, type or sessionId is not the waiting call's (anyone who can write to the
+replies topic could otherwise answer a victim's call under its predictable eventId). The wait
+map is bounded, in all and per user (one user cannot hold every place), and every
 waiter ends by its reply or its timeout, so nothing is kept for replies that never come; a
 request in flight across a rebalance times out and its client retries with the same
 Idempotency-Key (the same event, so the same verdict).
@@ -27,6 +30,10 @@ class WaitMapFull(RuntimeError):
     pass
 
 
+class UserWaitsFull(WaitMapFull):
+    """This user already has its share of the places (GATEWAY_MAX_IN_FLIGHT_PER_USER)."""
+
+
 class Reply:
     __slots__ = ("value", "verdict")
 
@@ -35,31 +42,70 @@ class Reply:
         self.verdict = verdict
 
 
-class WaitMap:
-    """eventId -> the futures waiting for its verdict; at most `capacity` futures in all."""
+class Waiter:
+    """One call waiting: its future and what its verdict must say (userId, type, sessionId)."""
 
-    def __init__(self, capacity: int) -> None:
+    __slots__ = ("future", "kind", "session_id", "user_id")
+
+    def __init__(self, future: asyncio.Future[Reply], user_id: str, kind: str, session_id: str) -> None:
+        self.future = future
+        self.user_id = user_id
+        self.kind = kind
+        self.session_id = session_id
+
+    def answered_by(self, verdict: dict) -> bool:
+        return (
+            verdict.get("userId") == self.user_id
+            and verdict.get("type") == self.kind
+            and verdict.get("sessionId") == self.session_id
+        )
+
+
+class WaitMap:
+    """eventId -> the calls waiting for its verdict; at most `capacity` in all, `per_user` per user."""
+
+    def __init__(self, capacity: int, per_user: int | None = None) -> None:
         self.capacity = capacity
-        self._waiters: dict[str, list[asyncio.Future[Reply]]] = {}
+        self.per_user = per_user if per_user is not None else capacity
+        self._waiters: dict[str, list[Waiter]] = {}
+        self._users: dict[str, int] = {}  # userId -> its waiters (absent at 0)
         self.size = 0
 
-    def add(self, event_id: str) -> asyncio.Future[Reply]:
+    def add(self, event_id: str, user_id: str, kind: str, session_id: str) -> Waiter:
         if self.size >= self.capacity:
             raise WaitMapFull(f"{self.size} requests are waiting for verdicts (GATEWAY_MAX_IN_FLIGHT)")
+        held = self._users.get(user_id, 0)
+        if held >= self.per_user:
+            raise UserWaitsFull(
+                f"this user has {held} requests waiting for verdicts (GATEWAY_MAX_IN_FLIGHT_PER_USER)"
+            )
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(event_id, []).append(future)
+        waiter = Waiter(future, user_id, kind, session_id)
+        self._waiters.setdefault(event_id, []).append(waiter)
+        self._users[user_id] = held + 1
         self.size += 1
-        return future
+        return waiter
 
-    def discard(self, event_id: str, future: asyncio.Future[Reply]) -> None:
-        """Forget one waiter (answered, timed out or cancelled); a no-op when already gone."""
-        futures = self._waiters.get(event_id)
-        if futures is None or future not in futures:
-            return
-        futures.remove(future)
+    def _forget(self, waiter: Waiter) -> None:
         self.size -= 1
-        if not futures:
+        left = self._users[waiter.user_id] - 1
+        if left:
+            self._users[waiter.user_id] = left
+        else:
+            del self._users[waiter.user_id]
+
+    def discard(self, event_id: str, waiter: Waiter) -> None:
+        """Forget one waiter (answered, timed out or cancelled); a no-op when already gone."""
+        waiters = self._waiters.get(event_id)
+        if waiters is None or waiter not in waiters:
+            return
+        waiters.remove(waiter)
+        self._forget(waiter)
+        if not waiters:
             del self._waiters[event_id]
+
+    def waiting(self, user_id: str) -> int:
+        return self._users.get(user_id, 0)
 
     def resolve(self, value: bytes) -> str:
         """Hand a reply record to the waiters of its event; say what became of it (a metric label)."""
@@ -71,14 +117,21 @@ class WaitMap:
         except (orjson.JSONDecodeError, TypeError, KeyError):
             log.warning("a reply that is not a verdict was ignored", extra={"value": value[:200]})
             return "not_a_verdict"
-        futures = self._waiters.pop(event_id, None) if isinstance(event_id, str) else None
-        if not futures:
+        waiters = self._waiters.get(event_id) if isinstance(event_id, str) else None
+        if not waiters:
             return "no_waiter"  # its waiter timed out, or it was sent before this assignment
-        self.size -= len(futures)
+        answered = [w for w in waiters if w.answered_by(verdict)]
+        if not answered:
+            log.warning("a reply is not its waiting call's verdict", extra={"value": value[:200]})
+            return "mismatch"
         reply = Reply(value, verdict)
-        for future in futures:
-            if not future.done():
-                future.set_result(reply)
+        for waiter in answered:
+            waiters.remove(waiter)
+            self._forget(waiter)
+            if not waiter.future.done():
+                waiter.future.set_result(reply)
+        if not waiters:
+            del self._waiters[event_id]
         return "matched"
 
 

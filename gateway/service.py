@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from gateway.auth import Caller
 from gateway.events import EventPublisher, build_event, event_id, now_ms
 from gateway.metrics import GatewayMetrics
-from gateway.replies import ReplyRouter, WaitMap, WaitMapFull
+from gateway.replies import ReplyRouter, UserWaitsFull, WaitMap, WaitMapFull
 from gateway.settings import GatewaySettings
 from processor.config import DEV_SECRET
 from processor.lease_store import LeaseStore, Rules, connect
@@ -67,7 +67,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
         s = self.settings = settings
         self.metrics = metrics or GatewayMetrics()
-        self.wait_map = WaitMap(s.gateway_max_in_flight)
+        self.wait_map = WaitMap(s.gateway_max_in_flight, s.gateway_max_in_flight_per_user)
         self.publisher = EventPublisher(s.kafka_bootstrap_servers, s.events_topic, s.gateway_replies_topic)
         self.router = ReplyRouter(
             s.kafka_bootstrap_servers,
@@ -159,8 +159,7 @@ class Gateway:
         self, kind: str, caller: Caller, session_id: str, key: str | None, **fields: str | None
     ) -> Answer:
         """Publish the event of one call and answer with its verdict (or the timeout's answer)."""
-        target = fields.get("targetSessionId") or session_id
-        eid = event_id(caller.user_id, kind, target, key)
+        eid = event_id(caller.user_id, kind, session_id, fields.get("targetSessionId"), key)
         answer = await self._call(kind, caller, session_id, eid, fields)
         self._counted(kind, answer.status).inc()
         return answer
@@ -173,7 +172,13 @@ class Gateway:
             self.metrics.rejected.labels("not_ready").inc()
             return self._unavailable("unavailable", "the gateway owns no reply partition yet: retry")
         try:
-            waiter = self.wait_map.add(eid)
+            waiter = self.wait_map.add(eid, caller.user_id, kind, session_id)
+        except UserWaitsFull as exc:
+            # Before the global cap's 503: one user's flood is its own 429, not everyone's outage.
+            self.metrics.rejected.labels("user_in_flight").inc()
+            answer = error(429, "too_many_requests", f"{exc}: wait for their answers, retry later")
+            answer.headers.update(self._retry_after)
+            return answer
         except WaitMapFull as exc:
             self.metrics.rejected.labels("in_flight").inc()
             return self._unavailable("overloaded", f"{exc}: retry later")
@@ -184,7 +189,7 @@ class Gateway:
         try:
             async with asyncio.timeout(self._timeout):
                 await self.publisher.publish(caller.user_id, value, at, partition)
-                reply = await waiter
+                reply = await waiter.future
         except TimeoutError:
             return self._timed_out(kind, caller, session_id, eid, at)
         except KafkaError as exc:

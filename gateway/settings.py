@@ -41,6 +41,8 @@ class GatewaySettings(CommonSettings):
     gateway_on_timeout: Literal["deny", "allow"] = "deny"
     # Requests waiting for a verdict at once; one more gets 503 rather than growing memory.
     gateway_max_in_flight: int = Field(10_000, ge=1)
+    # Of which one user may hold this many; one more gets 429 (one user cannot take every place).
+    gateway_max_in_flight_per_user: int = Field(8, ge=1)
     gateway_retry_after_seconds: int = Field(1, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -60,6 +62,17 @@ class GatewaySettings(CommonSettings):
                 )
         elif len(self.gateway_auth_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"GATEWAY_AUTH_SECRET must be at least {MIN_SECRET_BYTES} bytes (RFC 7518)")
+        elif (
+            self.jwt_secret is not None
+            and self.jwt_secret.get_secret_value() == self.gateway_auth_secret.get_secret_value()
+            and not self.allow_insecure_dev_secret
+        ):
+            # With one secret the processor's playback tokens and the fail-open ones would be API
+            # credentials (the verifier refuses tokens with a sid claim anyway, always).
+            raise ValueError(
+                "GATEWAY_AUTH_SECRET equals JWT_SECRET: the playback tokens the processor signs "
+                "would be accepted as API credentials; set two different secrets"
+            )
         return self
 
     @model_validator(mode="after")

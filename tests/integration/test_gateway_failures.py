@@ -122,3 +122,36 @@ async def test_an_instance_without_a_reply_partition_is_unhealthy_and_answers_50
             r = await http.post(f"{idle}/v1/sessions", headers=bearer("u-1"))
             assert (r.status_code, r.json()["error"]) == (503, "unavailable")
             assert "retry-after" in r.headers
+
+
+async def test_one_user_cannot_hold_every_place_it_gets_429_and_others_still_wait(flow):
+    await flow._running[0].stop()  # no verdict comes: the calls stay in flight
+    async with (
+        running_gateway(
+            flow, gateway_max_in_flight=10, gateway_max_in_flight_per_user=2, gateway_verdict_timeout_ms=4000
+        ) as gw,
+        httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
+    ):
+        greedy = bearer("u-greedy")
+        waiting = [asyncio.create_task(http.post("/v1/sessions", headers=greedy)) for _ in range(2)]
+
+        def in_flight(n: int):
+            async def check() -> bool:
+                return (await http.get("/health")).json()["inFlight"] == n
+
+            return check
+
+        await wait_until(in_flight(2), 5, what="two calls waiting")
+        r = await http.post("/v1/sessions/s-1/heartbeat", headers=greedy)
+        assert (r.status_code, r.json()["error"]) == (429, "too_many_requests"), r.text
+        assert "GATEWAY_MAX_IN_FLIGHT_PER_USER" in r.json()["detail"]
+        assert int(r.headers["retry-after"]) >= 0
+        # Another user still gets a place (and, with no processor, its 504).
+        other = asyncio.create_task(http.post("/v1/sessions", headers=bearer("u-modest")))
+        await wait_until(in_flight(3), 5, what="the other user's call waiting")
+        assert [(await w).status_code for w in waiting] == [504, 504]
+        assert (await other).status_code == 504
+        assert (await http.get("/health")).json()["inFlight"] == 0
+        metrics = (await http.get("/metrics")).text
+    assert metric(metrics, 'gateway_rejected_total{reason="user_in_flight"}') == 1
+    assert metric(metrics, 'gateway_requests_total{call="heartbeat",status="429"}') == 1

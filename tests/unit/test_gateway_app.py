@@ -19,15 +19,21 @@ def test_the_openapi_document_has_every_route_and_says_400_where_fastapi_would_s
         "/health",
         "/metrics",
     }
-    assert set(paths["/v1/sessions"]["post"]["responses"]) == {"200", "409", "400", "401", "503", "504"}
-    assert set(paths["/v1/sessions/{sessionId}/heartbeat"]["post"]["responses"]) == {
-        "200",
-        "410",
-        "400",
-        "401",
-        "503",
-        "504",
-    }
+    call_errors = {"400", "401", "429", "503", "504"}
+    assert set(paths["/v1/sessions"]["post"]["responses"]) == {"200", "409"} | call_errors
+    assert (
+        set(paths["/v1/sessions/{sessionId}/heartbeat"]["post"]["responses"]) == {"200", "410"} | call_errors
+    )
+    assert set(paths["/v1/sessions/{sessionId}"]["delete"]["responses"]) == {"200"} | call_errors
+    terminate = paths["/v1/sessions/{sessionId}/terminate"]["post"]["responses"]
+    assert set(terminate) == {"200"} | call_errors
+    assert "GATEWAY_MAX_IN_FLIGHT_PER_USER" in terminate["429"]["description"]
+    assert "65536" in terminate["400"]["description"]
+    too_many = terminate["429"]["content"]["application/json"]["schema"]["$ref"]
+    assert too_many.endswith("/ErrorBody")
+    # Path ids (and the Idempotency-Key) say they take no control characters.
+    path_id = paths["/v1/sessions/{sessionId}"]["delete"]["parameters"][0]
+    assert path_id["name"] == "sessionId" and path_id["schema"]["pattern"] == "^[^\\x00-\\x1f\\x7f]*$"
     assert set(paths["/v1/sessions"]["get"]["responses"]) == {"200", "401", "503"}
     assert all("422" not in op["responses"] for path in paths.values() for op in path.values())
     schemas = doc["components"]["schemas"]

@@ -12,81 +12,143 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from gateway.auth import AuthError, dev_token, make_verifier
+from gateway.auth import AuthError, Verifier, dev_token, make_verifier
 from gateway.events import build_event, event_id, new_session_id
-from gateway.replies import WaitMap, WaitMapFull
+from gateway.replies import UserWaitsFull, WaitMap, WaitMapFull
 from gateway.settings import load_gateway_settings
 from processor.config import SettingsError
 from processor.wire import decode_event
 
 SECRET = "unit-test-auth-secret-0123456789abcdef"
+OTHER = "unit-test-jwt-secret-0123456789abcdef-other"
 
 
-def verdict(event: str, decision: str = "allow", session: str = "s1") -> bytes:
-    return orjson.dumps({"eventId": event, "decision": decision, "sessionId": session, "reason": "started"})
+def verdict(
+    event: str, decision: str = "allow", session: str = "s1", user: str = "u1", kind: str = "start"
+) -> bytes:
+    return orjson.dumps(
+        {
+            "eventId": event,
+            "userId": user,
+            "type": kind,
+            "decision": decision,
+            "sessionId": session,
+            "reason": "started",
+        }
+    )
 
 
 # -- the wait map -------------------------------------------------------------------------
 
 
+def wait(waits: WaitMap, event: str, user: str = "u1", kind: str = "start", session: str = "s1"):
+    return waits.add(event, user, kind, session)
+
+
 async def test_a_reply_wakes_every_waiter_of_its_event_and_a_revoke_wakes_none():
     waits = WaitMap(10)
-    a1, a2, b = waits.add("a"), waits.add("a"), waits.add("b")
+    a1, a2, b = wait(waits, "a"), wait(waits, "a"), wait(waits, "b")
     assert waits.size == 3
     assert waits.resolve(verdict("a", "revoke", session="evicted-one")) == "revoke"
-    assert not a1.done()
+    assert waits.resolve(verdict("a", "revoke")) == "revoke"  # even one naming the waiter's session
+    assert not a1.future.done()
     assert waits.resolve(verdict("a")) == "matched"
-    assert a1.result().verdict["decision"] == a2.result().verdict["decision"] == "allow"
-    assert a1.result().value == verdict("a")  # the bytes as read, for the response body
-    assert waits.size == 1 and not b.done()
+    assert a1.future.result().verdict["decision"] == a2.future.result().verdict["decision"] == "allow"
+    assert a1.future.result().value == verdict("a")  # the bytes as read, for the response body
+    assert waits.size == 1 and not b.future.done()
     assert waits.resolve(verdict("a")) == "no_waiter"  # a redelivery after the answer
     assert waits.resolve(b"not json") == "not_a_verdict"
     assert waits.resolve(b'{"eventId": null, "decision": "revoke"}') == "revoke"  # a ledger expiry
     assert waits.resolve(b'{"eventId": null, "decision": "allow"}') == "no_waiter"
 
 
+async def test_a_reply_under_the_waiting_eventid_that_is_not_the_calls_verdict_answers_nobody():
+    # A forged reply under a victim's (predictable) eventId: another user, call or session.
+    waits = WaitMap(10)
+    victim = wait(waits, "gw-victim", user="victim", kind="start", session="s-v")
+    forged = [
+        verdict("gw-victim", user="attacker", kind="start", session="s-v"),
+        verdict("gw-victim", user="victim", kind="heartbeat", session="s-v"),
+        verdict("gw-victim", user="victim", kind="start", session="s-other"),
+        orjson.dumps({"eventId": "gw-victim", "decision": "allow"}),  # names nobody
+    ]
+    for value in forged:
+        assert waits.resolve(value) == "mismatch", value
+    assert not victim.future.done() and waits.size == 1
+    assert waits.resolve(verdict("gw-victim", user="victim", kind="start", session="s-v")) == "matched"
+    assert victim.future.result().verdict["userId"] == "victim" and waits.size == 0
+
+
 async def test_the_wait_map_is_bounded_and_a_discarded_waiter_frees_its_place():
     waits = WaitMap(2)
-    first, _second = waits.add("a"), waits.add("b")
+    first, _second = wait(waits, "a"), wait(waits, "b", user="u2")
     with pytest.raises(WaitMapFull):
-        waits.add("c")
+        wait(waits, "c", user="u3")
     waits.discard("a", first)
     waits.discard("a", first)  # twice is harmless
     assert waits.size == 1
-    third = waits.add("c")
+    third = wait(waits, "c")
     waits.discard("c", third)
     assert waits.resolve(verdict("c")) == "no_waiter"
     assert waits.size == 1
 
 
+async def test_one_user_holds_at_most_its_share_of_the_places_and_gets_them_back():
+    waits = WaitMap(10, per_user=2)
+    mine = [wait(waits, "a"), wait(waits, "b")]
+    with pytest.raises(UserWaitsFull, match="GATEWAY_MAX_IN_FLIGHT_PER_USER"):
+        wait(waits, "c")
+    other = wait(waits, "d", user="u2")  # another user still gets a place
+    assert (waits.waiting("u1"), waits.waiting("u2"), waits.size) == (2, 1, 3)
+    waits.discard("a", mine[0])
+    assert waits.resolve(verdict("b")) == "matched"  # an answer frees its place too
+    assert waits.waiting("u1") == 0
+    again = [wait(waits, "e"), wait(waits, "f")]
+    assert waits.size == 3
+    for w, e in zip(again, "ef", strict=True):
+        waits.discard(e, w)
+    waits.discard("d", other)
+    assert (waits.size, waits.waiting("u1"), waits.waiting("u2")) == (0, 0, 0)
+
+
 async def test_a_timed_out_waiter_is_cancelled_not_answered_later():
     waits = WaitMap(1)
-    future = waits.add("a")
+    waiter = wait(waits, "a")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.01):
-            await future
-    waits.discard("a", future)
-    assert future.cancelled() and waits.size == 0
+            await waiter.future
+    waits.discard("a", waiter)
+    assert waiter.future.cancelled() and waits.size == 0
     assert waits.resolve(verdict("a")) == "no_waiter"
 
 
 # -- eventIds and events ------------------------------------------------------------------
 
 
-def test_an_idempotency_key_names_one_event_per_user_call_and_target():
-    same = event_id("u1", "start", "s1", "k")
-    assert same == event_id("u1", "start", "s1", "k")
+def test_an_idempotency_key_names_one_event_per_user_call_session_target_and_key():
+    same = event_id("u1", "start", "s1", None, "k")
+    assert same == event_id("u1", "start", "s1", None, "k")
     others = {
-        event_id("u2", "start", "s1", "k"),
-        event_id("u1", "heartbeat", "s1", "k"),
-        event_id("u1", "start", "s2", "k"),
-        event_id("u1", "start", "s1", "k2"),
+        event_id("u2", "start", "s1", None, "k"),
+        event_id("u1", "heartbeat", "s1", None, "k"),
+        event_id("u1", "start", "s2", None, "k"),
+        event_id("u1", "start", "s1", None, "k2"),
+        event_id("u1", "start", "s1", "t1", "k"),
     }
-    assert same not in others and len(others) == 4
+    assert same not in others and len(others) == 5
     assert same.startswith("gw-") and len(same) == 43
-    assert event_id("u1", "start", "s1", None) != event_id("u1", "start", "s1", None)
-    # Joined with a separator no id can hold ambiguously: ("a", "bc") is not ("ab", "c").
-    assert event_id("a", "start", "bc", "k") != event_id("ab", "start", "c", "k")
+    assert event_id("u1", "start", "s1", None, None) != event_id("u1", "start", "s1", None, None)
+    # A terminate's requester session is part of the event: the same key and target from
+    # another requester is another event (the processor would dead-letter a reused eventId).
+    assert event_id("u1", "terminate", "me", "tv", "k") != event_id("u1", "terminate", "account", "tv", "k")
+
+
+def test_the_eventid_parts_are_length_prefixed_so_no_two_inputs_build_one_id():
+    # Joined with NUL these pairs built the same string: ids may hold NUL.
+    assert event_id("u1", "start", "a\x00b", None, "c") != event_id("u1", "start", "a", None, "b\x00c")
+    assert event_id("a", "start", "bc", None, "k") != event_id("ab", "start", "c", None, "k")
+    assert event_id("u1", "terminate", "s", "t\x00k", "x") != event_id("u1", "terminate", "s", "t", "k\x00x")
+    assert new_session_id("u\x00k", "x") != new_session_id("u", "k\x00x")
 
 
 def test_a_new_session_is_a_uuid_derived_from_user_and_key_or_random_without_a_key():
@@ -159,7 +221,59 @@ def test_a_public_key_verifies_its_algorithm_and_refuses_hs256_signed_with_the_k
         verifier.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
 
 
+def test_a_playback_token_with_a_sid_claim_is_never_an_api_credential():
+    # The processor's and the fail-open tokens carry sid; even signed with the auth secret
+    # (one secret for both, allowed in development only) they are refused.
+    settings = load_gateway_settings(
+        gateway_auth_secret=SECRET, jwt_secret=SECRET, allow_insecure_dev_secret=True
+    )
+    playback = {"sub": "u1", "sid": "s1", "exp": int(time.time()) + 60}
+    for verifier in (make_verifier(settings), Verifier(SECRET.encode(), "HS256", by_hand=False)):
+        with pytest.raises(AuthError, match="sid"):
+            verifier.verify(jwt.encode(playback, SECRET, algorithm="HS256"))
+
+
+@pytest.mark.parametrize("sub", ["u\x001", "u\n1", "tab\there", "del\x7f", "\x1f"])
+def test_a_sub_with_a_control_character_is_refused(sub):
+    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    for verifier in (Verifier(SECRET.encode(), "HS256"), Verifier(SECRET.encode(), "HS256", by_hand=False)):
+        with pytest.raises(AuthError, match="control characters"):
+            verifier.verify(token)
+    plan = jwt.encode({"sub": "u1", "plan": sub, "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError, match="control characters"):
+        Verifier(SECRET.encode(), "HS256").verify(plan)
+
+
+def test_a_sub_that_is_not_utf8_text_is_refused_on_the_public_key_path(tmp_path):
+    # PyJWT's json takes "\ud800" (a lone surrogate) into the str; encoding the event would fail (500).
+    private = ed25519.Ed25519PrivateKey.generate()
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    verifier = make_verifier(load_gateway_settings(gateway_auth_public_key_file=key_file))
+    exp = int(time.time()) + 60
+    for claims in ({"sub": "u\ud800", "exp": exp}, {"sub": "u1", "plan": "\udfff", "exp": exp}):
+        token = jwt.encode(claims, private, algorithm="EdDSA")
+        with pytest.raises(AuthError, match="UTF-8"):
+            verifier.verify(token)
+    accented = jwt.encode({"sub": "u\u00e9", "exp": exp}, private, algorithm="EdDSA")
+    assert verifier.verify(accented).user_id == "u\u00e9"  # non-ASCII text is fine
+
+
 # -- settings -----------------------------------------------------------------------------
+
+
+def test_the_auth_secret_must_not_be_the_playback_token_secret_unless_in_development():
+    with pytest.raises(SettingsError, match="GATEWAY_AUTH_SECRET equals JWT_SECRET"):
+        load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=SECRET)
+    with pytest.raises(SettingsError, match="GATEWAY_AUTH_SECRET equals JWT_SECRET"):
+        load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=SECRET, gateway_on_timeout="allow")
+    assert load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=OTHER).jwt_secret is not None
+    dev = load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=SECRET, allow_insecure_dev_secret=True)
+    assert dev.allow_insecure_dev_secret
 
 
 def test_the_auth_secret_is_required_and_long_unless_the_dev_secret_is_allowed():
@@ -170,7 +284,7 @@ def test_the_auth_secret_is_required_and_long_unless_the_dev_secret_is_allowed()
     assert load_gateway_settings(allow_insecure_dev_secret=True).gateway_port == 8000
     with pytest.raises(SettingsError, match="JWT_SECRET"):
         load_gateway_settings(gateway_auth_secret=SECRET, gateway_on_timeout="allow")
-    allow = load_gateway_settings(gateway_auth_secret=SECRET, gateway_on_timeout="allow", jwt_secret=SECRET)
+    allow = load_gateway_settings(gateway_auth_secret=SECRET, gateway_on_timeout="allow", jwt_secret=OTHER)
     assert allow.gateway_verdict_timeout_ms == 3000 and allow.gateway_replies_topic == "playback.replies"
 
 
