@@ -26,7 +26,7 @@ from processor.committer import OffsetCommitter
 from processor.config import Settings
 from processor.consumer import events_consumer
 from processor.http import HttpServer
-from processor.lease_store import FencedError, LeaseStore, Rules, connect
+from processor.lease_store import FencedError, LeaseStore, Rules, StateBehind, connect
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
@@ -358,19 +358,29 @@ class Processor:
             if epoch is None:
                 self._rewind(batch)  # revoked meanwhile: read again if it comes back
                 return False
+            state = self.partitions.get(tp)
+            applied = state.applied if state is not None else -1
             try:
                 batch.results = await self._retry_redis(
                     "decide",
-                    lambda epoch=epoch: self._store.decide(
+                    lambda epoch=epoch, applied=applied: self._store.decide(
                         tp.partition,
                         epoch,
                         self.partitions.committed(tp),
                         batch.last_offset,
                         batch.events,
                         policies,
+                        applied,
                     ),
                 )
+                if state is not None:
+                    state.applied = max(state.applied, batch.last_offset)
                 return True
+            except StateBehind as err:
+                if state is not None:
+                    self._claimer.halt_state_lost(state, err)
+                self._rewind(batch)
+                return False
             except FencedError as err:
                 self.metrics.fenced.inc()
                 state = self.partitions.get(tp)

@@ -127,6 +127,16 @@ class PartitionClaimer:
             extra=where,
         )
 
+    def halt_state_lost(self, state: PartitionState, err: Exception) -> None:
+        """Redis lost writes under a running owner (the script saw its applied offset go back)."""
+        self._halt(state, "state_lost")
+        log.error(
+            "Redis lost acknowledged lease writes of this partition (a failover to a replica that had "
+            "not got them?): it is not decided until an operator restarts the processor with "
+            "ACCEPT_STATE_LOSS=true (see README, 'Redis state loss')",
+            extra={"partition": state.tp.partition, "error": str(err)},
+        )
+
     def _halt(self, state: PartitionState, reason: str) -> None:
         state.halt(reason)
         self._consumer.pause(state.tp)

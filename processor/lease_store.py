@@ -76,6 +76,17 @@ class FencedError(RuntimeError):
         super().__init__(f"partition {partition}: epoch {epoch} is stale (current: {current or 'none'})")
 
 
+class StateBehind(RuntimeError):
+    """Redis's applied offset went below what this owner already had applied: writes were lost."""
+
+    def __init__(self, partition: int, expected: int, reply: bytes) -> None:
+        self.applied = int(reply.decode().partition(":")[2])
+        super().__init__(
+            f"partition {partition}: Redis has applied up to offset {self.applied}, but offsets up to "
+            f"{expected} were applied under this owner: Redis lost acknowledged writes"
+        )
+
+
 class PartitionCountChanged(RuntimeError):
     pass
 
@@ -205,8 +216,12 @@ class LeaseStore:
         last_offset: int,
         events: list[tuple[int, int, DecodedEvent]],
         policies: list[Policy] | None = None,
+        applied_before: int = -1,
     ) -> Decided:
         """Decide `events` ((offset, record timestamp ms, event), in log order) atomically.
+
+        `applied_before`: the highest offset already applied under this owner's epoch; an
+        applied offset below it in Redis raises StateBehind (nothing written).
 
         `committed` is the partition's committed offset (-1 if none), `last_offset` the last
         offset of the batch including records that went to the DLQ. `policies` holds the
@@ -257,10 +272,13 @@ class LeaseStore:
             self.rules.event_id_memory,
             blob,
             orjson.dumps(table),
+            applied_before,
         ]
         reply = await self._decide(keys=keys, args=args)
         if reply.startswith(b"FENCED"):
             raise FencedError(partition, epoch, reply)
+        if reply.startswith(b"BEHIND"):
+            raise StateBehind(partition, applied_before, reply)
         leases, *results = orjson.loads(reply)
         return Decided([_result(r) for r in results], leases)
 

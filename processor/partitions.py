@@ -37,6 +37,7 @@ class PartitionState:
     committed: int = -1  # next offset to read, as committed in Kafka (-1: none)
     generation: int = 0  # +1 at each rewind; batches fetched under an older one are stale
     halt_reason: str | None = None
+    applied: int = -1  # the highest offset applied in Redis under this state's epoch
 
     def claimed(self, epoch: int, committed: int) -> None:
         self.phase, self.epoch, self.committed = Phase.CONSUMING, epoch, committed

@@ -23,7 +23,10 @@
 --             (kind 'u' user, 'p:<plan>' plan, 'd' default or settings); an event's policy number is
 --             its position here. Absent: every event gets the settings (ARGV[2], ARGV[4]).
 --
+-- ARGV[11]    the highest offset this owner already had applied (-1: none yet)
+--
 -- Returns 'FENCED:<epoch>' when a newer owner took the partition (nothing is written),
+-- 'BEHIND:<applied>' when the applied offset is below ARGV[11] (state lost; nothing written),
 -- else a JSON array: first {deviceClass = active leases} of the partition after the batch
 -- ('' = no class), then one result per event:
 --   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now]  (kind 'd', nothing revoked)
@@ -65,6 +68,11 @@ local head = redis.call('HGETALL', part)
 local fields = {}
 for j = 1, #head, 2 do fields[head[j]] = head[j + 1] end
 local applied = tonumber(fields.applied or '-1')
+-- The caller has had offsets up to ARGV[11] applied under its epoch: an applied offset below
+-- that means Redis lost acknowledged writes (a failover to a replica that had not got them).
+if applied < tonumber(ARGV[11] or '-1') then
+  return 'BEHIND:' .. applied
+end
 local max_streams = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local evict = ARGV[4] == 'evict_oldest'
