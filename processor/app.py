@@ -34,7 +34,7 @@ from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.redis_checks import check_redis_mode, check_redis_safe
 from processor.replies import ReplySender
 from processor.tokens import make_signer
-from processor.topics import ensure_topics
+from processor.topics import EVENTS_TOPIC_CONFIGS, ensure_topics
 
 log = logging.getLogger("processor")
 
@@ -102,6 +102,7 @@ class Processor:
             [s.events_topic, s.verdicts_topic, s.dlq_topic],
             s.topic_partitions,
             s.topic_replication_factor,
+            configs={s.events_topic: EVENTS_TOPIC_CONFIGS},
         )
         self._verdict_partition = verdict_partitioner(counts[s.verdicts_topic])
         # Same counts (the usual case): one function, so one cache, for both topics.

@@ -14,6 +14,10 @@ _TOPIC_ALREADY_EXISTS = 36
 
 
 COMPACTED = {"cleanup.policy": "compact"}
+# The events topic refuses record timestamps more than a minute ahead of the broker's clock
+# (Kafka's default allows an hour): event time drives expiry, and one record stamped far in
+# the future would move its partition's stream time there and expire every lease at once.
+EVENTS_TOPIC_CONFIGS = {"message.timestamp.after.max.ms": "60000"}
 
 
 async def ensure_topics(

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from processor.policies import PolicyTable, ensure_policies_topic, read_policies
-from processor.topics import ensure_topics
+from processor.topics import EVENTS_TOPIC_CONFIGS, ensure_topics
 from producer_sim.plans import policy_table
 from producer_sim.settings import SimSettings
 
@@ -34,6 +34,7 @@ async def ensure_sim_topics(settings: SimSettings) -> dict[str, int]:
         [settings.events_topic, settings.verdicts_topic],
         settings.topic_partitions,
         max(1, min(3, brokers)),
+        configs={settings.events_topic: EVENTS_TOPIC_CONFIGS},
     )
 
 

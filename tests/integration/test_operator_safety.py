@@ -193,3 +193,46 @@ async def test_leases_of_an_unknown_user_is_an_empty_listing(redis_url: str, tmp
     listing = await list_leases(redis_url, f"ops-{uuid.uuid4().hex[:10]}", "nobody", tmp_path)
     assert listing["leases"] == {}
     assert listing["evaluatedBy"] == "wall clock"
+
+
+async def test_the_events_topic_the_processor_creates_refuses_records_stamped_over_a_minute_ahead(
+    kafka_bootstrap: str, redis_url: str
+):
+    """One record stamped an hour ahead (Kafka's default bound) would move its partition's stream
+    time there and expire every lease of the partition at once."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    from processor.app import Processor
+
+    suffix = uuid.uuid4().hex[:10]
+    settings = load_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        redis_url=redis_url,
+        events_topic=f"fresh-events-{suffix}",
+        verdicts_topic=f"fresh-verdicts-{suffix}",
+        dlq_topic=f"fresh-dlq-{suffix}",
+        policies_topic=f"fresh-policies-{suffix}",
+        consumer_group=f"fresh-{suffix}",
+        jwt_secret=TEST_SECRET,
+        http_port=0,
+        topic_partitions=1,
+    )
+    processor = Processor(settings)
+    task = asyncio.create_task(processor.run())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not processor.health()[0]:
+            assert not task.done() and time.monotonic() < deadline, "processor did not start"
+            await asyncio.sleep(0.1)
+        value = orjson.dumps({"type": "start", "userId": "u1", "sessionId": "s1"})
+        now = int(time.time() * 1000)
+        await producer.send_and_wait(settings.events_topic, value, key=b"u1", timestamp_ms=now)
+        with pytest.raises(KafkaError):
+            await producer.send_and_wait(settings.events_topic, value, key=b"u1", timestamp_ms=now + 600_000)
+    finally:
+        await producer.stop()
+        processor.stop()
+        await asyncio.wait_for(task, 30)
