@@ -152,7 +152,8 @@ async def test_replies_go_only_to_allowed_topics_never_to_the_processors_own_or_
             await flow.send("start", "default", f"s-{name}", at=1000, event_id=name, headers=headers)
         await flow.wait_events(*targets)
         for name, topic in targets.items():
-            assert await _end_offset(flow.bootstrap, topic, 0) == ends_before[name], name
+            if name != "offsets":  # every consumer group's commits land there: its end moves anyway
+                assert await _end_offset(flow.bootstrap, topic, 0) == ends_before[name], name
         assert counter(running.processor, "refused_topic") == len(targets)
         # The `default` policy is still the operator's.
         await flow.wait_policy("probe-user-2", "default", 2, at=2000)
