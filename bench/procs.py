@@ -31,12 +31,16 @@ class Names:
     policies: str | None = None  # POLICIES_TOPIC (a processor without policies ignores it)
 
 
-def processor_env(bootstrap: str, redis_url: str, events_topic: str, names: Names, http_port: int) -> dict:
+def processor_env(
+    bootstrap: str, redis_url: str, events_topic: str, names: Names, http_port: int, cluster: bool = False
+) -> dict:
     env = dict(os.environ)
     env.update(
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "REDIS_URL": redis_url,
+            # Always set: a REDIS_CLUSTER in the caller's environment must not leak in.
+            "REDIS_CLUSTER": "true" if cluster else "false",
             "EVENTS_TOPIC": events_topic,
             "VERDICTS_TOPIC": names.verdicts,
             "DLQ_TOPIC": names.dlq,
@@ -243,10 +247,16 @@ class SubProcess:
     """`python -m processor` with the settings in its environment; output to a log file."""
 
     def __init__(
-        self, bootstrap: str, redis_url: str, events_topic: str, names: Names, log_file: Path
+        self,
+        bootstrap: str,
+        redis_url: str,
+        events_topic: str,
+        names: Names,
+        log_file: Path,
+        cluster: bool = False,
     ) -> None:
         self.http_port = free_port()
-        self.env = processor_env(bootstrap, redis_url, events_topic, names, self.http_port)
+        self.env = processor_env(bootstrap, redis_url, events_topic, names, self.http_port, cluster)
         self.log_file = log_file
         self.proc: subprocess.Popen | None = None
 
