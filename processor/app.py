@@ -294,7 +294,9 @@ class Processor:
         for tp, recs in records.items():
             if recs:
                 self.metrics.batch_size.observe(len(recs))
-                batch = split(tp, recs, self._event_partition)
+                batch = split(
+                    tp, recs, self._event_partition if self.settings.check_event_partition else None
+                )
                 state = self.partitions.get(tp)  # tagged now: no rebalance runs between here and getmany
                 batch.owner, batch.generation = state, state.generation if state is not None else 0
                 batches.append(batch)

@@ -61,8 +61,9 @@ def split(
                 raise DecodeError(
                     "key_mismatch",
                     f"the record is in partition {partition} but its key belongs to partition "
-                    f"{partition_of(rec.key)} (the default partitioner): produce it keyed, without "
-                    "choosing a partition",
+                    f"{partition_of(rec.key)} (Kafka's default murmur2 partitioner): produce it keyed, "
+                    "without choosing a partition (librdkafka: partitioner=murmur2_random), or set "
+                    "CHECK_EVENT_PARTITION=false",
                 )
             events.append((rec.offset, rec.timestamp, event))
             records.append(rec)

@@ -70,6 +70,11 @@ class Settings(CommonSettings):
     # writer of the events topic must not make the processor write to any other topic (the
     # policies topic above all). The processor's own topics and `__*` are refused whatever it says.
     reply_topics: str = Field(r"playback\.replies", min_length=1)
+    # A record must sit in the partition its key gets from Kafka's default (murmur2, the Java
+    # client's) partitioner: one user's records on two partitions would keep two copies of its
+    # limit. Producers on librdkafka default to another hash (consistent_random, CRC32): set
+    # their partitioner to murmur2_random, or turn this off if every user keeps one partition.
+    check_event_partition: bool = True
 
     @model_validator(mode="after")
     def _check_reply_topics(self) -> Settings:

@@ -151,3 +151,19 @@ async def test_a_record_produced_to_another_partition_than_its_keys_is_dead_lett
     assert [dict(r.headers)["error"] for r in letters] == [b"key_mismatch"]
     assert dict(letters[0].headers)["source.partition"] == str(elsewhere).encode()
     assert not any(v["eventId"] == f"p{elsewhere}" for v in verdicts)
+
+
+async def test_with_the_partition_check_off_a_user_kept_on_another_partition_is_decided(flow_factory):
+    """CHECK_EVENT_PARTITION=false: for producers with another consistent hash (librdkafka's CRC32)."""
+    async with flow_factory(check_event_partition=False) as flow:
+        await flow.start_processor()
+        s = flow.settings
+        every = list(range(s.topic_partitions))
+        elsewhere = (DefaultPartitioner()(b"u1", every, every) + 1) % s.topic_partitions
+        assert flow._producer is not None
+        value = orjson.dumps({**VALID, "eventId": "other-hash"})
+        await flow._producer.send_and_wait(
+            s.events_topic, key=b"u1", value=value, partition=elsewhere, timestamp_ms=flow.t0
+        )
+        verdicts = await flow.wait_events("other-hash")
+        assert [v["reason"] for v in verdicts if v["eventId"] == "other-hash"] == ["started"]
