@@ -190,7 +190,8 @@ class ReferenceModel:
         policy now; another one is a conflict (CONFLICT, for the DLQ). Neither changes anything.
 
         The user remembers its `event_id_memory` most recent eventIds; a lowered setting
-        forgets the oldest ones from the user's next event on (a processor restarted with it).
+        forgets the oldest ones from the user's next write on (its next event, or the expiry of
+        one of its leases: a processor restarted with it).
         """
         if event_type not in ("start", "heartbeat", "stop", "terminate"):
             raise ValueError(f"unknown event type {event_type!r}")
@@ -223,6 +224,9 @@ class ReferenceModel:
                 continue  # ended, or renewed: the lease's current expiry has its own entry
             del user.leases[session_id]
             user.clock = max(user.clock, expiry)  # an older event of the user sees it expired
+            # An expiry is a write of the user's state: a lowered eventId memory applies there too.
+            while len(user.seen) > self.event_id_memory:
+                user.seen.popitem(last=False)
             later = sum(1 for other in user.leases.values() if other.expires_at > expiry)
             out.append(Expired(user_id, session_id, expiry, later, lease.device_class, now))
         return tuple(out)

@@ -40,18 +40,18 @@ def outcome(verifier: Verifier, token: str) -> object:
 
 
 NOW = int(time.time())
-OK = {"sub": "u1", "exp": NOW + 600}
+OK = {"sub": "u1", "exp": NOW + 86_400}
 H = {"alg": "HS256", "typ": "JWT"}
 VALID = forge(H, OK)
 CASES = {
     "valid": VALID,
     "with plan": forge(H, {**OK, "plan": "gold", "iat": NOW, "jti": "j"}),
-    "float exp": forge(H, {**OK, "exp": NOW + 600.5}),
+    "float exp": forge(H, {**OK, "exp": NOW + 86_400.5}),
     "expired": forge(H, {**OK, "exp": NOW - 1}),
-    "nbf ahead": forge(H, {**OK, "nbf": NOW + 600}),
-    "iat ahead": forge(H, {**OK, "iat": NOW + 600}),
+    "nbf ahead": forge(H, {**OK, "nbf": NOW + 86_400}),
+    "iat ahead": forge(H, {**OK, "iat": NOW + 86_400}),
     "iat text": forge(H, {**OK, "iat": "soon"}),
-    "no sub": forge(H, {"exp": NOW + 600}),
+    "no sub": forge(H, {"exp": NOW + 86_400}),
     "no exp": forge(H, {"sub": "u1"}),
     "sub number": forge(H, {**OK, "sub": 7}),
     "jti number": forge(H, {**OK, "jti": 7}),
@@ -84,7 +84,7 @@ def test_the_hand_check_refuses_boolean_and_numeric_string_times_and_padding_tha
     assert outcome(FAST, CASES["valid"]) == ("u1", None)
     assert outcome(FAST, CASES["with plan"]) == ("u1", "gold")
     assert outcome(FAST, CASES["expired"]) == "refused"
-    numeric_exp = forge(H, {**OK, "exp": str(NOW + 600)})
+    numeric_exp = forge(H, {**OK, "exp": str(NOW + 86_400)})
     assert outcome(PYJWT, numeric_exp) == ("u1", None)
     assert outcome(FAST, numeric_exp) == "refused"
     boolean_iat = forge(H, {**OK, "iat": False})
