@@ -93,13 +93,8 @@ class TimeoutBody(ErrorBody):
     eventId: str = Field(description="retry with the same Idempotency-Key: it is the same event")
 
 
-class SessionBody(BaseModel):
-    sessionId: str
-    deviceId: str | None
-    deviceClass: str | None
-    contentId: str | None
-    startedAt: int | None
-    leaseExpiresAt: int
+class SessionBody(ConflictBody):
+    """One active lease of the listing: the same fields as a deny's conflict (contract)."""
 
 
 class SessionsBody(BaseModel):
