@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -149,7 +150,8 @@ async def test_unwritable_verdicts_topic_holds_offsets_until_it_is_writable_agai
             await _set_topic_config(admin, s.verdicts_topic, {"max.message.bytes": "64"})
             await wait_until(lambda: _at_least(proc, "concurrency_retries_total", 3, what="produce"), 30,
                              interval=0.2, what="the processor failing to publish")  # fmt: skip
-            held = await flow.committed()
+            # The commit of the last batch published before the change may still be in flight.
+            held = await _settled_commits(flow)
             await load.wait_acked(load.stats.acked + 600)  # more events while nothing can be published
             await wait_until(lambda: _at_least(proc, "concurrency_retries_total", 6, what="produce"), 30,
                              interval=0.2, what="more failed publishes")  # fmt: skip
@@ -175,6 +177,19 @@ async def test_unwritable_verdicts_topic_holds_offsets_until_it_is_writable_agai
         assert still == held  # the committed offsets did not move
         assert waiting > 0 and beyond == 0  # events were waiting, none of them got a verdict
         assert_clean(report)
+
+
+async def _settled_commits(flow, quiet_s: float = 1.5, timeout_s: float = 20.0) -> dict[int, int]:
+    """The group's committed offsets once they have stopped moving for `quiet_s`."""
+    deadline = time.monotonic() + timeout_s
+    last = await flow.committed()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet_s)
+        now = await flow.committed()
+        if now == last:
+            return now
+        last = now
+    raise AssertionError(f"committed offsets still moving after {timeout_s} s: {last}")
 
 
 async def _at_least(proc, name: str, value: float, **labels: str) -> bool:
