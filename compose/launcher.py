@@ -18,13 +18,15 @@ Library use (tests, demo, bench)::
 
 Command line::
 
-    python -m compose.launcher up|down|status|ensure [--kafka-port 9092] [--redis-port 6379]
+    python -m compose.launcher up|down|status|ensure|balance [--kafka-port 9092] [--redis-port 6379]
                                [--redis-cluster] [--local]
 
 ``up`` starts what does not already answer on the ports, detached (the services outlive the
 command), with pidfiles (one per service and port), logs and data under ``compose/.run/``.
 ``--redis-cluster`` starts a Redis Cluster on ports BASE..BASE+5 (``--redis-port BASE``,
-default 7000; bus ports +10000) instead of the single Redis. ``down`` with the same ports
+default 7000; bus ports +10000) instead of the single Redis, and moves the slots of the events
+partitions (``EVENTS_TOPIC``, ``TOPIC_PARTITIONS``) so each master holds an equal share;
+``balance`` does that on a running cluster. ``down`` with the same ports
 stops what ``up`` started there. With a Docker engine answering, ``up``/``down`` use
 ``docker compose`` (compose/docker-compose.yml) unless ``--local`` is given.
 """
@@ -194,11 +196,31 @@ def cmd_up(kafka_port: int, redis_port: int | None, local: bool, redis_cluster: 
         cluster.start()
         lines = "".join(f"{n.pid} {n.port}\n" for n in cluster.nodes.values())
         _pidfile("redis-cluster", base).write_text(lines)
+        _print_spread(cluster.balance_partitions(*_events_partitions()))
         print(
             f"redis-cluster: started, 3 masters + 3 replicas on 127.0.0.1:{base}-{base + CLUSTER_NODES - 1} "
             f"in {cluster.start_seconds:.1f} s (REDIS_URL={cluster.url} REDIS_CLUSTER=true); "
             f"logs in {cluster.data_dir}"
         )
+    return 0
+
+
+def _events_partitions() -> tuple[str, int]:
+    """The events topic and partition count the processor will use (its own settings' names)."""
+    return os.environ.get("EVENTS_TOPIC", "playback.events"), int(os.environ.get("TOPIC_PARTITIONS", "12"))
+
+
+def _print_spread(spread: dict[int, list[int]]) -> None:
+    topic, _ = _events_partitions()
+    shares = ", ".join(f"{port}: {parts}" for port, parts in sorted(spread.items()))
+    print(f"redis-cluster: partitions of {topic} per master: {shares}")
+
+
+def cmd_balance(redis_port: int | None) -> int:
+    """Even out the events partitions over a running cluster's masters (EVENTS_TOPIC, TOPIC_PARTITIONS)."""
+    from compose.cluster_slots import balance_partitions
+
+    _print_spread(balance_partitions("127.0.0.1", redis_port or CLUSTER_BASE_PORT, *_events_partitions()))
     return 0
 
 
@@ -270,7 +292,7 @@ def cmd_ensure() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compose.launcher", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "ensure"])
+    parser.add_argument("command", choices=["up", "down", "status", "ensure", "balance"])
     parser.add_argument("--kafka-port", type=int, default=9092)
     parser.add_argument(
         "--redis-port",
@@ -289,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(args.kafka_port, args.redis_port, args.local, args.redis_cluster)
         if args.command == "down":
             return cmd_down(args.kafka_port, args.redis_port, args.local)
+        if args.command == "balance":
+            return cmd_balance(args.redis_port)
         if args.command == "status":
             return cmd_status(args.kafka_port, args.redis_port, args.redis_cluster)
         return cmd_ensure()

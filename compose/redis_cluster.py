@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from compose.cluster_slots import balance_partitions
 from compose.managed import RUN_DIR, LauncherError, free_port
 from compose.redis_server import RedisServer, ensure_redis_server
 
@@ -235,6 +236,14 @@ class RedisCluster:
                     f"the Redis Cluster on {self.ports} serves not all slots in {timeout:.0f} s"
                 )
             time.sleep(0.05)
+
+    def balance_partitions(self, events_topic: str, partitions: int) -> dict[int, list[int]]:
+        """Move the events partitions' slots until each master holds an equal share
+        (compose/cluster_slots.py); returns master port -> partitions."""
+        port = next(p for p in self.ports if self.nodes[p].running)
+        spread = balance_partitions("127.0.0.1", port, events_topic, partitions)
+        self.wait_healthy()
+        return spread
 
     def kill_node(self, port: int) -> None:
         """SIGKILL one node: a crash, no shutdown."""
