@@ -6,54 +6,39 @@ call (the calls run concurrently), the verdicts and dead letters are published (
 and only when Kafka has acknowledged all of them are the offsets committed (committer).
 A crash anywhere replays the tail, and the stored results turn the replay into identical
 verdicts. Each partition's life (assigned, consuming, halted, revoked) is one
-PartitionState (partitions).
+PartitionState (partitions). Deciding a partition's batch is the decider's job (deciding),
+waiting out an absent Redis the retrier's (retrying).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from processor.batches import PartitionBatch, build_batch_verdicts, observe, split, verdict_partitioner
+from processor.batches import PartitionBatch, observe, split, verdict_partitioner
 from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
 from processor.consumer import events_consumer
+from processor.deciding import BatchDecider
 from processor.http import HttpServer
-from processor.lease_store import FencedError, LeaseStore, Rules, StateBehind, connect
+from processor.lease_store import LeaseStore, Rules, connect
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
-from processor.redis_checks import check_redis_mode, check_redis_safe
+from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
 from processor.replies import ReplySender
+from processor.retrying import Retrier, StopRequested
 from processor.tokens import make_signer
 from processor.topics import EVENTS_TOPIC_CONFIGS, ensure_topics
 
 log = logging.getLogger("processor")
-
-# Failures worth waiting out: the service is away, not the data wrong.
-TRANSIENT_REDIS = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    # A Redis Cluster failing over: no master for a slot yet (the client retried a few times).
-    redis_errors.ClusterDownError,
-    redis_errors.TryAgainError,
-    redis_errors.SlotNotCoveredError,
-    OSError,
-)
-MAX_BACKOFF_S = 5.0
-
-
-class StopRequested(Exception):
-    """The batch was abandoned because the processor is stopping; nothing was committed."""
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -83,6 +68,7 @@ class Processor:
         self._replies: ReplySender | None = None
         self._committer: OffsetCommitter | None = None
         self._claimer: PartitionClaimer | None = None
+        self._decider: BatchDecider | None = None
         self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
         self._verdict_partition = _no_partitions
@@ -90,6 +76,9 @@ class Processor:
         self.partitions = Partitions()
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._retrier = Retrier(self.metrics, self._stopping)
+        self._retry_redis = self._retrier.retry_redis
+        self._backoff = self._retrier.backoff
         self._consuming = False
         self._last_poll = 0.0
         self.http_port: int | None = None
@@ -131,6 +120,10 @@ class Processor:
         await self._retry_redis(
             "partition count check", lambda: self._store.check_partition_count(counts[s.events_topic])
         )
+        partitions = counts[s.events_topic]
+        await self._retry_redis(
+            "partition spread", lambda: warn_uneven_partitions(self._redis, s.events_topic, partitions)
+        )
         self._publisher = VerdictPublisher(
             s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
         )
@@ -145,6 +138,18 @@ class Processor:
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
         self._claimer = PartitionClaimer(
             self._consumer, self._store, s, self.metrics, self._retry_redis, self.partitions, self._backoff
+        )
+        self._decider = BatchDecider(
+            self._consumer,
+            self.partitions,
+            self._store,
+            self._claimer,
+            self.policies,
+            self.metrics,
+            self._retry_redis,
+            s.events_topic,
+            self._signer,
+            self._verdict_partition,
         )
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
@@ -303,13 +308,14 @@ class Processor:
         return batches
 
     async def _process(self, batches: list[PartitionBatch]) -> None:
+        assert self._decider is not None
         started = time.perf_counter()
-        work = [b for b in batches if self._ready(b)]
+        work = [b for b in batches if self._decider.ready(b)]
         if not work:
             return
         # One task per partition: while Redis runs one partition's script, Python builds
         # the verdicts of another.
-        decided = await asyncio.gather(*(self._decide_and_build(b) for b in work))
+        decided = await asyncio.gather(*(self._decider.decide_and_build(b) for b in work))
         batches = [b for b, ok in zip(work, decided, strict=True) if ok]
         await self._publish(batches)
         assert self._committer is not None and self._consumer is not None
@@ -317,91 +323,6 @@ class Processor:
             self._committer.published(b.tp, b.last_offset)
             observe(self.metrics, b, self._consumer.highwater(b.tp))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-
-    def _ready(self, b: PartitionBatch) -> bool:
-        """Whether this batch may be decided now; a batch that may not is read again later."""
-        state = self.partitions.get(b.tp)
-        if state is None:
-            return False  # not ours: the next owner reads it from the committed offset
-        if b.owner is None:
-            # Returned before this assignment's callback ran: the position may have moved past
-            # these records under the new assignment, so read them again.
-            self._rewind(b)
-            return False
-        if not state.fetched_now(b.owner, b.generation):
-            return False  # prefetched before a rewind or a revocation: the position was reset
-        if not state.consuming:
-            self._rewind(b)  # state lost, or fetched before the claim finished
-            return False
-        return True
-
-    def _rewind(self, b: PartitionBatch) -> None:
-        """Put the partition's position back to the batch's start, if it is still ours."""
-        assert self._consumer is not None
-        state = self.partitions.get(b.tp)
-        if state is not None and b.tp in self._consumer.assignment():
-            self._consumer.seek(b.tp, b.first_offset)
-            state.rewound()
-
-    async def _decide_and_build(self, batch: PartitionBatch) -> bool:
-        if not await self._decide(batch):
-            return False
-        build_batch_verdicts(batch, self.settings.events_topic, self._signer, self._verdict_partition)
-        return True
-
-    async def _decide(self, batch: PartitionBatch) -> bool:
-        """Run the batch's script call; False when the partition was taken by another owner."""
-        assert self._store is not None and self._claimer is not None and self.policies is not None
-        tp = batch.tp
-        # Resolved once per batch: a redelivery gets its stored result, whatever changed since.
-        table = self.policies.table
-        policies = [table.resolve(ev.user_id, ev.plan) for _o, _t, ev in batch.events] if len(table) else None
-        while True:
-            epoch = self.partitions.epoch(tp)
-            if epoch is None:
-                self._rewind(batch)  # revoked meanwhile: read again if it comes back
-                return False
-            state = self.partitions.get(tp)
-            applied = state.applied if state is not None else -1
-            try:
-                batch.results = await self._retry_redis(
-                    "decide",
-                    lambda epoch=epoch, applied=applied: self._store.decide(
-                        tp.partition,
-                        epoch,
-                        self.partitions.committed(tp),
-                        batch.last_offset,
-                        batch.events,
-                        policies,
-                        applied,
-                    ),
-                )
-                if state is not None:
-                    state.applied = max(state.applied, batch.last_offset)
-                return True
-            except StateBehind as err:
-                if state is not None:
-                    self._claimer.halt_state_lost(state, err)
-                self._rewind(batch)
-                return False
-            except FencedError as err:
-                self.metrics.fenced.inc()
-                state = self.partitions.get(tp)
-                if err.current_epoch is None and state is not None:
-                    # Redis lost the partition's hash (restart without data): take it again,
-                    # which also runs the state-loss check.
-                    log.error("partition state vanished from Redis", extra={"partition": tp.partition})
-                    await self._claimer.take(state)
-                    if not state.consuming:
-                        self._rewind(batch)
-                        return False
-                    continue
-                log.warning(
-                    "fenced: another instance owns this partition now; batch dropped",
-                    extra={"partition": tp.partition, "first_offset": batch.first_offset},
-                )
-                self._rewind(batch)
-                return False
 
     async def _publish(self, batches: list[PartitionBatch]) -> None:
         """Produce every verdict and dead letter of the batches; return when Kafka acknowledged all."""
@@ -426,26 +347,3 @@ class Processor:
     async def _commit_pending(self) -> None:
         if self._committer is not None:
             await self._committer.flush()
-
-    # -- retrying -----------------------------------------------------------------------
-    async def _retry_redis(self, what: str, call):
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except TRANSIENT_REDIS as exc:
-                attempt += 1
-                self.metrics.retries.labels("redis").inc()
-                log.warning(
-                    "Redis unavailable; retrying",
-                    extra={"what": what, "error": repr(exc), "attempt": attempt},
-                )
-                await self._backoff(attempt)
-
-    async def _backoff(self, attempt: int) -> None:
-        delay = min(MAX_BACKOFF_S, 0.05 * 2 ** min(attempt, 8)) * (0.5 + random.random() / 2)
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-        except TimeoutError:
-            return
-        raise StopRequested

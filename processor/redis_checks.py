@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 
@@ -50,6 +51,33 @@ async def check_redis_mode(redis: Redis | RedisCluster, cluster: bool) -> None:
             "false: set REDIS_CLUSTER=true, so the processor uses a cluster client and every "
             "partition's keys go to the node that owns their slot"
         )
+
+
+async def warn_uneven_partitions(redis: Redis | RedisCluster, events_topic: str, partitions: int) -> None:
+    """Log how many partitions each cluster master serves, with a warning when it is uneven.
+
+    Each partition's keys share one hash tag, so one slot: ``redis-cli --cluster create``'s equal
+    slot ranges put the 12 tags of ``playback.events`` 2 / 5 / 5 on three masters. Not refused
+    (it works, one shard just runs hotter); `python -m compose.launcher balance` evens it out.
+    """
+    if not isinstance(redis, RedisCluster):
+        return
+    await redis.initialize()
+    per_master: dict[str, list[int]] = {node.name: [] for node in redis.get_primaries()}
+    for p in range(partitions):
+        node = redis.nodes_manager.get_node_from_slot(key_slot(f"{{{events_topic}:{p}}}".encode()))
+        per_master.setdefault(node.name, []).append(p)
+    counts = sorted(len(v) for v in per_master.values())
+    where = {"partitions_per_master": {k: v for k, v in sorted(per_master.items())}}
+    if counts[-1] - counts[0] > 1:
+        log.warning(
+            "the events partitions are spread unevenly over the Redis Cluster's masters (%s): "
+            "run `python -m compose.launcher balance` (moves their slots) to even the load",
+            " / ".join(map(str, counts)),
+            extra=where,
+        )
+    else:
+        log.info("events partitions per Redis Cluster master", extra=where)
 
 
 async def check_redis_safe(redis: Redis, settings: Settings) -> None:

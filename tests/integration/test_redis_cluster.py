@@ -9,12 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 from redis.crc import key_slot
 
+from compose.cluster_slots import masters_of, partition_slots, spread
 from compose.launcher import RedisCluster
 from processor.config import load_settings
 from processor.lease_store import HiredisPackingConnection, LeaseStore, Rules, connect
-from processor.redis_checks import RedisModeError, UnsafeRedisError, check_redis_mode, check_redis_safe
+from processor.redis_checks import (
+    RedisModeError,
+    UnsafeRedisError,
+    check_redis_mode,
+    check_redis_safe,
+    warn_uneven_partitions,
+)
 from tests.harness import TEST_SECRET
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,3 +115,30 @@ def test_the_leases_command_lists_from_the_cluster_and_refuses_a_mismatch(cluste
     )  # fmt: skip
     assert wrong.returncode == 2
     assert "set REDIS_CLUSTER=true" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+async def test_the_processor_warns_when_the_partitions_sit_unevenly_on_the_masters(cluster_url: str, caplog):
+    """Checked against the cluster's own slot map: a warning exactly when one master holds
+    more than one partition more than another (with the command that evens them out)."""
+    host, port = cluster_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with sync_redis.Redis(host=host, port=int(port)) as r:
+        masters = masters_of(r)
+
+    def uneven(topic: str) -> bool:
+        counts = [len(p) for p in spread(masters, partition_slots(topic, 3)).values()]
+        return max(counts) - min(counts) > 1
+
+    names = [f"spread-{i}" for i in range(200)]
+    cases = [next(t for t in names if uneven(t)), next(t for t in names if not uneven(t))]
+    client = connect(cluster_url, cluster=True)
+    try:
+        for topic in cases:
+            caplog.clear()
+            with caplog.at_level("INFO", logger="processor"):
+                await warn_uneven_partitions(client, topic, 3)
+            warned = [r for r in caplog.records if r.levelname == "WARNING" and "unevenly" in r.getMessage()]
+            assert bool(warned) == uneven(topic), (topic, caplog.records)
+            if warned:
+                assert "compose.launcher balance" in warned[0].getMessage()
+    finally:
+        await client.aclose()
