@@ -80,6 +80,7 @@ class Processor:
         self._retry_redis = self._retrier.retry_redis
         self._backoff = self._retrier.backoff
         self._consuming = False
+        self._assigning = False  # in the assignment callback: new partitions paused until claimed
         self._last_poll = 0.0
         self.http_port: int | None = None
 
@@ -202,7 +203,8 @@ class Processor:
         return time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
 
     def health(self) -> tuple[bool, dict]:
-        """Readiness: UP only while consuming partitions, none halted, publishing working."""
+        """Readiness: UP only while consuming partitions (claimed, so not during an assignment),
+        none halted, publishing working."""
         assigned = self._consumer.assignment() if self._consumer is not None else set()
         body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
         halted = self.partitions.halted()
@@ -212,7 +214,14 @@ class Processor:
         failing = self._publisher.failing if self._publisher is not None else None
         if failing is not None:
             body["publishError"] = failing
-        ok = self._consuming and bool(assigned) and not halted and not self._stalled() and failing is None
+        ok = (
+            self._consuming
+            and not self._assigning
+            and bool(assigned)
+            and not halted
+            and not self._stalled()
+            and failing is None
+        )
         if not ok:
             body["status"] = "DOWN"
         return ok, body
@@ -239,11 +248,15 @@ class Processor:
         # The fetcher may already fetch the new partitions: hold them until they are claimed
         # (getmany returns nothing of a paused partition; its position stays put).
         self._consumer.pause(*assigned)
-        for tp in sorted(assigned):
-            await self._claimer.take_or_retry(self.partitions.assign(tp))
-        self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
-        self.metrics.assigned.set(len(assigned))
-        await self._show_active_leases(tp for tp in assigned if self.partitions.epoch(tp) is not None)
+        self._assigning = True
+        try:
+            for tp in sorted(assigned):
+                await self._claimer.take_or_retry(self.partitions.assign(tp))
+            self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
+            self.metrics.assigned.set(len(assigned))
+            await self._show_active_leases(tp for tp in assigned if self.partitions.epoch(tp) is not None)
+        finally:
+            self._assigning = False
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
 
     async def _show_active_leases(self, claimed) -> None:
