@@ -3,7 +3,7 @@
 The runner calls `expect()` for each event just before it is produced, in produce order
 (per user that is the log order, the producer being idempotent), with the record
 timestamp; the reference model decides what the verdict must say. `on_verdict()` takes
-each verdict record as consumed. A verdict is matched to its event by eventId; a revoke
+each verdict record as consumed. A verdict is matched to its event by userId + eventId; a revoke
 verdict to the eviction its event caused. Verdicts are deduplicated on verdictId: an
 identical redelivery is counted, a different content under a known verdictId is a mismatch.
 A malformed record (`expect_malformed`: a bad value, or a valid one under a key that is not
@@ -18,6 +18,11 @@ The session ledger: given the events topic's partition count (`partitions`), the
 follows each partition's stream time (produce order is log order per partition) and every
 `expire` verdict is checked and awaited like the others. Without it each user is its own
 partition: `expire` verdicts are counted (`expired`), not checked.
+
+What the verdicts must say, their matching and dedup, and what is still missing come from
+producer_sim/expectations.py, shared with the offline verifier (a model of `model`'s rules
+per partition; `model` itself keeps no state). The checker adds what is live: the user
+kinds, acks and latency, the JWT check, the verdicts still awaited and the run's figures.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import hashlib
 import hmac
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -38,34 +43,19 @@ from pydantic import ValidationError
 from processor.policies import PolicyTable
 from processor.reference_model import Decision, ReferenceModel
 from processor.wire import Verdict
-from producer_sim.expect import ADVISED_REASONS, differences, main_fields, revoke_fields, wants_token
+from producer_sim.expect import ADVISED_REASONS, wants_token
+from producer_sim.expectations import Expectations, Expected, Match
 from producer_sim.population import SimEvent
-from producer_sim.verify_ledger import expire_fields
 
 MAX_EXAMPLES = 20
 
 
 @dataclass(slots=True)
-class Expected:
-    """What the verdicts of one event (by eventId) must say."""
+class _Live:
+    """What the checker adds to an event's expectations: for the report and the latency."""
 
-    user_id: str
-    session_id: str
-    type: str
-    kind: str
-    decision: Decision
-    seq: int  # position among the user's events (first send)
-    plan: str | None = None
-    sends: int = 1
+    kind: str  # the user's kind
     acked_at: float | None = None
-    main_verdict_id: str | None = None
-    revoked: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class _Seen:
-    verdict: Verdict
-    received_at: float
 
 
 def percentile(sorted_values: list[float], q: float) -> float | None:
@@ -83,21 +73,19 @@ class Checker:
         policies: PolicyTable | None = None,
         partitions: int | None = None,
     ) -> None:
+        # `model` gives the rules; the expectations keep a fresh model of them per partition.
         self.model = model
+        self.core = Expectations(model.max_streams, model.lease_ttl_ms, model.policy, model.event_id_memory)
         self.partitions = partitions
         self._partition_of: dict[str, int] = {}
-        # (userId, sessionId, expiry) -> [the model's expiry, seen] (with `partitions` only)
-        self.expiries: dict[tuple[str, str, int], list] = {}
         self.expired = 0  # expire verdicts received (distinct)
         self.policies = policies  # set before the first expect(); fixed for the run
         self.jwt_secret = jwt_secret
         self._mac = hmac.new(jwt_secret.encode(), digestmod=hashlib.sha256) if jwt_secret else None
-        self.expected: dict[str, Expected] = {}
+        self._live: dict[str, _Live] = {}  # eventId -> the event's live record
         self.malformed_event_ids: set[str] = set()
         self.dead_lettered: Counter[str] = Counter()  # valid events the model dead-letters, by error
         self._user_seq: Counter[str] = Counter()
-        self._last_seq_seen: dict[str, int] = {}
-        self._verdicts: dict[str, _Seen] = {}
         self._latency_pending: dict[str, list[float]] = {}  # eventId -> receive times before its ack
         self.outstanding = 0  # verdicts still expected (own + revokes)
 
@@ -126,35 +114,24 @@ class Checker:
     def expect(self, ev: SimEvent, record_ts: int) -> Decision:
         """Feed the event to the reference model (in produce order) and remember its verdicts."""
         policy = self.policies.resolve(ev.user_id, ev.plan) if self.policies is not None else None
-        decision = self.model.apply(
-            ev.user_id, ev.session_id, ev.type, record_ts, ev.event_id, ev.device_id, ev.content_id,
-            policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
-            partition=self._partition(ev.user_id),
-        )  # fmt: skip
-        if decision.expired:
-            if self.partitions is not None:
-                for e in decision.expired:
-                    self.expiries.setdefault((e.user_id, e.session_id, e.lease_expires_at), [e, False])
-                    self.outstanding += 1
-            decision = replace(decision, expired=())
-        if decision.dead_letter is not None:
+        seq = self._user_seq[ev.user_id] + 1  # its position among the user's events, if new
+        got = self.core.expect(
+            self._partition(ev.user_id), seq, ev, record_ts, policy, expiries=self.partitions is not None
+        )
+        self.outstanding += got.new_expiries
+        if got.status == "dead_letter":
             # Another event under a remembered eventId: dead-lettered (event_id_conflict), no
             # verdict of its own; the verdict under that eventId stays the first event's.
-            self.dead_lettered[decision.dead_letter] += 1
-            return decision
-        known = self.expected.get(ev.event_id)
-        if known is not None:
-            known.sends += 1
-            if known.decision != decision:
-                # The model forgot the eventId: the processor may too, and its verdict could differ.
-                self._mismatch("duplicate_beyond_memory", ev.event_id, {"expected": known.decision})
-            return decision
-        self._user_seq[ev.user_id] += 1
-        self.expected[ev.event_id] = Expected(
-            ev.user_id, ev.session_id, ev.type, ev.kind, decision, self._user_seq[ev.user_id], ev.plan
-        )
-        self.outstanding += 1 + len(decision.evicted)
-        return decision
+            self.dead_lettered[got.decision.dead_letter or ""] += 1
+        elif got.status == "new":
+            self._user_seq[ev.user_id] = seq
+            self._live[ev.event_id] = _Live(ev.kind)
+            self.outstanding += 1 + len(got.decision.evicted)
+        elif got.status != "duplicate":
+            # The model forgot the eventId: the processor may too, and its verdict could differ.
+            assert got.expected is not None
+            self._mismatch("duplicate_beyond_memory", ev.event_id, {"expected": got.expected.decision})
+        return got.decision
 
     def _partition(self, user_id: str) -> int:
         """The user's events partition (the default partitioner's), or a partition of its own."""
@@ -170,8 +147,7 @@ class Checker:
 
     def remembers(self, user_id: str, event_id: str) -> bool:
         """True while the eventId is within the user's eventId memory (a re-send is a duplicate)."""
-        user = self.model.users.get(user_id)
-        return user is not None and event_id in user.seen
+        return self.core.remembers(self._partition(user_id), user_id, event_id)
 
     def expect_malformed(self, event_id: str | None) -> None:
         if event_id is not None:
@@ -179,10 +155,10 @@ class Checker:
 
     def acked(self, event_id: str, at: float) -> None:
         """The broker acknowledged the (first) send of this event at monotonic time `at`."""
-        exp = self.expected.get(event_id)
-        if exp is None or exp.acked_at is not None:
+        live = self._live.get(event_id)
+        if live is None or live.acked_at is not None:
             return
-        exp.acked_at = at
+        live.acked_at = at
         for received_at in self._latency_pending.pop(event_id, ()):
             self._latency(received_at, at)
 
@@ -197,104 +173,92 @@ class Checker:
             self.malformed_verdicts += 1
             self._example({"kind": "malformed_verdict", "error": str(exc)[:300], "value": _preview(value)})
             return
-        seen = self._verdicts.get(verdict.verdictId)
-        if seen is not None:
-            if seen.verdict == verdict:
-                self.redelivered += 1
-            else:
-                self._mismatch(
-                    "verdict_id_reused_with_other_content",
-                    verdict.eventId,
-                    {"first": seen.verdict.model_dump(), "again": verdict.model_dump()},
-                )
+        # An expire verdict is compared as received: the model has no deviceClass field.
+        raw = orjson.loads(value) if verdict.type == "expire" else verdict.model_dump()
+        m = self.core.receive(raw, verdict)
+        if m.role == "redelivered":
+            self.redelivered += 1
             return
-        self._verdicts[verdict.verdictId] = _Seen(verdict, received_at)
+        if m.role == "reused":
+            self._mismatch(
+                "verdict_id_reused_with_other_content",
+                verdict.eventId,
+                {"first": m.first.model_dump(), "again": raw},
+            )
+            return
         self.unique += 1
         self.by_decision[verdict.decision] += 1
         self.by_reason[verdict.reason] += 1
         self.by_decision_reason[(verdict.decision, verdict.reason)] += 1
-        if verdict.type == "expire":
-            self._check_expiry(verdict, orjson.loads(value))
+        if m.role == "expire":
+            self._check_expiry(verdict, m)
             return
-
-        exp = self.expected.get(verdict.eventId)
+        exp = m.expected
         if exp is None:
             if verdict.eventId in self.malformed_event_ids:
-                self._mismatch(
-                    "verdict_for_malformed_event", verdict.eventId, {"verdict": verdict.model_dump()}
-                )
+                self._mismatch("verdict_for_malformed_event", verdict.eventId, {"verdict": raw})
             else:
                 self.unexpected += 1
             return
-        self.by_kind[(exp.kind, verdict.decision)] += 1
-        if exp.acked_at is not None:
-            self._latency(received_at, exp.acked_at)
+        live = self._live[exp.event_id]
+        self.by_kind[(live.kind, verdict.decision)] += 1
+        if live.acked_at is not None:
+            self._latency(received_at, live.acked_at)
         else:
-            self._latency_pending.setdefault(verdict.eventId, []).append(received_at)
+            self._latency_pending.setdefault(exp.event_id, []).append(received_at)
 
-        last = self._last_seq_seen.get(exp.user_id, 0)
-        if exp.seq < last:
-            self._mismatch("out_of_order", verdict.eventId, {"seq": exp.seq, "after_seq": last})
+        after = self.core.out_of_order(exp)
+        if after is not None:
+            self._mismatch("out_of_order", verdict.eventId, {"seq": exp.position, "after_seq": after})
+
+        if m.role == "revoke":
+            self._check_revoke(verdict, raw, m)
         else:
-            self._last_seq_seen[exp.user_id] = exp.seq
+            self._check_main(verdict, raw, m)
 
-        if verdict.decision == "revoke":
-            self._check_revoke(verdict, exp)
-        else:
-            self._check_main(verdict, exp)
-
-    def _check_main(self, verdict: Verdict, exp: Expected) -> None:
-        if exp.main_verdict_id is not None:
-            self._mismatch("second_verdict_for_event", verdict.eventId, {"verdict": verdict.model_dump()})
+    def _check_main(self, verdict: Verdict, raw: dict[str, Any], m: Match) -> None:
+        exp: Expected = m.expected  # type: ignore[assignment]
+        if m.problem is not None:  # second_verdict_for_event
+            self._mismatch(m.problem, verdict.eventId, {"verdict": raw})
             return
-        exp.main_verdict_id = verdict.verdictId
         self.outstanding -= 1
         d = exp.decision
         self.by_type_reason[(exp.type, verdict.reason)] += 1
         if exp.type == "start":
             self.starts_by_plan[(exp.plan or "-", verdict.reason)] += 1
-        right = self._compare(verdict, main_fields(exp.user_id, exp.session_id, exp.type, exp.plan, d))
+        right = self._compare(verdict, m.wrong)
         if right and d.reason in ADVISED_REASONS and d.reason not in self.advice_examples:
-            self.advice_examples[d.reason] = _jsonable(verdict.model_dump())
+            self.advice_examples[d.reason] = _jsonable(raw)
         wants = wants_token(d, exp.type)
         if wants != (verdict.token is not None):
-            self._mismatch(
-                "token", verdict.eventId, {"expected_token": wants, "verdict": verdict.model_dump()}
-            )
+            self._mismatch("token", verdict.eventId, {"expected_token": wants, "verdict": raw})
         elif wants and self.jwt_secret is not None:
             self._check_token(verdict)
 
-    def _check_revoke(self, verdict: Verdict, exp: Expected) -> None:
-        d = exp.decision
-        if verdict.sessionId not in d.evicted or verdict.sessionId in exp.revoked:
+    def _check_revoke(self, verdict: Verdict, raw: dict[str, Any], m: Match) -> None:
+        exp: Expected = m.expected  # type: ignore[assignment]
+        if m.problem is not None:  # unexpected_revoke
             self._mismatch(
-                "unexpected_revoke",
-                verdict.eventId,
-                {"evicted": list(d.evicted), "verdict": verdict.model_dump()},
+                m.problem, verdict.eventId, {"evicted": list(exp.decision.evicted), "verdict": raw}
             )
             return
-        exp.revoked.add(verdict.sessionId)
         self.outstanding -= 1
         self.revokes_by_reason[verdict.reason] += 1
-        self._compare(verdict, revoke_fields(exp.user_id, exp.type, exp.plan, d))
+        self._compare(verdict, m.wrong)
 
-    def _check_expiry(self, verdict: Verdict, raw: dict[str, Any]) -> None:
+    def _check_expiry(self, verdict: Verdict, m: Match) -> None:
         self.expired += 1
         if self.partitions is None:
-            return
-        entry = self.expiries.get((verdict.userId, verdict.sessionId, verdict.leaseExpiresAt or 0))
-        if entry is None or entry[1]:
+            return  # each user its own partition: the processor's stream time is not the model's
+        if m.expiry is None or m.expiry.copies > 1:
             self._mismatch("unexpected_expiry", None, {"verdict": verdict.model_dump()})
             return
-        entry[1] = True
         self.outstanding -= 1
-        wrong = differences(raw, expire_fields(entry[0]))
-        if wrong:
-            self._mismatch("expire", None, {"fields": wrong, "verdictId": verdict.verdictId})
+        if m.wrong:
+            self._mismatch("expire", None, {"fields": m.wrong, "verdictId": verdict.verdictId})
 
-    def _compare(self, verdict: Verdict, want: dict[str, Any]) -> bool:
+    def _compare(self, verdict: Verdict, wrong: dict[str, Any]) -> bool:
         """True when every wanted field is as wanted; a mismatch (one per verdict) otherwise."""
-        wrong = differences(verdict.model_dump(), want)
         if wrong:
             kind = "decision" if "decision" in wrong or "reason" in wrong else sorted(wrong)[0]
             self._mismatch(kind, verdict.eventId, {"fields": wrong, "verdictId": verdict.verdictId})
@@ -344,25 +308,25 @@ class Checker:
     def finish(self) -> int:
         """Count the verdicts that never came (call after the drain). Returns the count."""
         missing = 0
-        for event_id, exp in self.expected.items():
-            gaps = []
-            if exp.main_verdict_id is None:
-                gaps.append("verdict")
-            gaps.extend(f"revoke of {sid}" for sid in exp.decision.evicted if sid not in exp.revoked)
-            if gaps:
-                missing += len(gaps)
-                if len(self.missing_examples) < MAX_EXAMPLES:
-                    self.missing_examples.append(
-                        {"eventId": event_id, "userId": exp.user_id, "sessionId": exp.session_id,
-                         "type": exp.type, "acked": exp.acked_at is not None, "missing": gaps}
-                    )  # fmt: skip
-        for (user_id, session_id, expiry), (_e, seen) in self.expiries.items():
-            if not seen:
-                missing += 1
-                if len(self.missing_examples) < MAX_EXAMPLES:
-                    self.missing_examples.append(
-                        {"userId": user_id, "sessionId": session_id, "missing": [f"expire at {expiry}"]}
-                    )
+        for exp, own, revokes in self.core.incomplete():
+            gaps = (["verdict"] if own else []) + [f"revoke of {sid}" for sid in revokes]
+            missing += len(gaps)
+            if len(self.missing_examples) < MAX_EXAMPLES:
+                acked = self._live[exp.event_id].acked_at is not None
+                self.missing_examples.append(
+                    {"eventId": exp.event_id, "userId": exp.user_id, "sessionId": exp.session_id,
+                     "type": exp.type, "acked": acked, "missing": gaps}
+                )  # fmt: skip
+        for e in self.core.unseen_expiries():
+            missing += 1
+            if len(self.missing_examples) < MAX_EXAMPLES:
+                self.missing_examples.append(
+                    {
+                        "userId": e.user_id,
+                        "sessionId": e.session_id,
+                        "missing": [f"expire at {e.lease_expires_at}"],
+                    }
+                )
         self.missing = missing
         return missing
 

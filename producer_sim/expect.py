@@ -6,14 +6,14 @@ every verdict names its `policy` (`user:<userId>`, `plan:<plan>` or `default`) w
 policy's `maxStreams`; a `limit_exceeded` or `device_class_limit` deny carries `conflicts`
 (oldest start first) and `nextFreeAt` (the earliest of their expiries), other verdicts
 neither (or null); the revoke of a terminate's target says `terminated`, of an eviction
-`evicted`.
+`evicted`; the session ledger's `expire` verdict names no event, policy limit or token.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from processor.reference_model import Decision
+from processor.reference_model import Decision, Expired
 
 ADVISED_REASONS = ("limit_exceeded", "device_class_limit")
 
@@ -82,6 +82,21 @@ def revoke_fields(user_id: str, type_: str, plan: str | None, d: Decision) -> di
         "policy": policy_name(d.policy_kind, user_id, plan),
         "conflicts": None,
         "nextFreeAt": None,
+    }
+
+
+def expire_fields(e: Expired) -> dict[str, Any]:
+    """The fields of an `expire` verdict (all but verdictId, userId, sessionId, leaseExpiresAt)."""
+    return {
+        "eventId": None,
+        "type": "expire",
+        "decision": "revoke",
+        "reason": "expired",
+        "activeStreams": e.active_streams,
+        "maxStreams": None,
+        "decidedAt": e.decided_at,
+        "token": None,
+        "deviceClass": e.device_class,
     }
 
 

@@ -32,7 +32,8 @@ dead letters and the final lease state in Redis against the model:
 Policies come from the policies topic (`policies`, a PolicyTable of the whole topic; they
 must not have changed during the run); without one, every event gets the settings.
 
-The model is kept per partition, as the processor keeps state per partition. After an
+The model is kept per partition, as the processor keeps state per partition, in the
+expectations it shares with the live checker (producer_sim/expectations.py). After an
 operator accepted Redis state loss, pass `resets={partition: offset}`: the model of that
 partition starts empty again at that offset, as the processor did.
 
@@ -43,16 +44,15 @@ exit status 0 when clean, 1 when not, 2 when the check could not be done.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 from aiokafka.structs import ConsumerRecord
 
 from processor.policies import Policy, PolicyTable
-from processor.reference_model import Decision, ReferenceModel
+from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
-from producer_sim.expect import differences, main_fields, revoke_fields
+from producer_sim.expectations import Expectations, Expected, Match
 from producer_sim.kafka_io import committed_offsets, read_policy_table, read_topic
 from producer_sim.verify_ledger import LedgerCheck
 from producer_sim.verify_report import VerifyReport, main
@@ -70,23 +70,6 @@ _DOUBLE_APPLY = {
     ("no_lease", "renewed"),
     ("terminated", "not_active"),
 }
-
-
-@dataclass
-class _Expected:
-    """What the verdicts of one event identity must say."""
-
-    user_id: str
-    session_id: str
-    type: str
-    event_id: str  # as shown in the verdict
-    decision: Decision
-    partition: int
-    offset: int  # of the first record with this identity
-    plan: str | None = None
-    alternatives: list[Decision] = field(default_factory=list)  # other decisions (eventId beyond memory)
-    main_ids: set[str] = field(default_factory=set)
-    revoked: set[str] = field(default_factory=set)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,22 +94,22 @@ class Verifier:
         self.policies = policies
         self.limits: dict[str, int] = {}  # userId -> the limit of its last event's policy
         self.resets = dict(resets or {})
-        self.models: dict[int, ReferenceModel] = {}
-        self.expected: dict[tuple[str, str], _Expected] = {}  # (userId, eventId shown) -> expected
+        self.core = Expectations(max_streams, lease_ttl_ms, policy, event_id_memory)
         self.bad: dict[tuple[int, int], bytes | None] = {}  # (partition, offset) -> value
         # (partition, offset) -> (error code, key, headers) of each bad record
         self.bad_records: dict[tuple[int, int], tuple[str, bytes | None, list]] = {}
-        # (userId, events partition) -> offset of the event whose verdict came last
-        self._last_position: dict[tuple[str, int], int] = {}
         self.report = VerifyReport()
         self.ledger = LedgerCheck(self.report)
 
-    def _model(self, partition: int) -> ReferenceModel:
-        model = self.models.get(partition)
-        if model is None:
-            max_streams, ttl, policy, memory = self.rules
-            model = self.models[partition] = ReferenceModel(max_streams, ttl, policy, memory)
-        return model
+    @property
+    def models(self) -> dict[int, ReferenceModel]:
+        """The reference model of each events partition."""
+        return self.core.models
+
+    @property
+    def expected(self) -> dict[tuple[str, str], Expected]:
+        """(userId, eventId shown) -> what the verdicts of that event must say."""
+        return self.core.expected
 
     # events --------------------------------------------------------------------------------
     def feed_events(self, records: list[ConsumerRecord]) -> None:
@@ -140,61 +123,50 @@ class Verifier:
             reset_at = self.resets.get(partition)
             for rec in recs:
                 if reset_at is not None and rec.offset >= reset_at:
-                    self.models.pop(partition, None)  # the processor started from an empty state here
+                    self.core.reset(partition)  # the processor started from an empty state here
                     reset_at = None
                 rep.events += 1
                 try:
                     ev = decode_event(rec.value, rec.key)
                 except DecodeError as err:
-                    rep.bad_records += 1
-                    rep.bad_by_error[err.code] += 1
-                    self.bad[(partition, rec.offset)] = rec.value
-                    self.bad_records[(partition, rec.offset)] = (err.code, rec.key, list(rec.headers or ()))
+                    self._bad(partition, rec, err.code)
                     continue
                 rep.valid_events += 1
                 self._apply(partition, rec, ev)
         rep.users = sum(len(m.users) for m in self.models.values())
 
+    def _bad(self, partition: int, rec: ConsumerRecord, code: str) -> None:
+        self.report.bad_records += 1
+        self.report.bad_by_error[code] += 1
+        self.bad[(partition, rec.offset)] = rec.value
+        self.bad_records[(partition, rec.offset)] = (code, rec.key, list(rec.headers or ()))
+
     def _apply(self, partition: int, rec: ConsumerRecord, ev: DecodedEvent) -> None:
         rep = self.report
-        model = self._model(partition)
-        timestamp = rec.timestamp if rec.timestamp > 0 else 0
         policy = self.policies.resolve(ev.user_id, ev.plan) if self.policies is not None else None
-        decision = model.apply(
-            ev.user_id, ev.session_id, ev.type, timestamp, ev.event_id, ev.device_id, ev.content_id,
-            policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
-            partition=partition,
-        )  # fmt: skip
-        self.ledger.expect(decision.expired)
-        decision = replace(decision, expired=())  # the record's own verdicts, as a duplicate gets them
-        if decision.dead_letter is not None:
+        # An event without an eventId is named as the processor names it.
+        shown = ev.event_id if ev.event_id is not None else f"{self.events_topic}/{partition}/{rec.offset}"
+        timestamp = rec.timestamp if rec.timestamp > 0 else 0
+        got = self.core.expect(partition, rec.offset, ev, timestamp, policy, event_id=shown)
+        rep.expiries += got.new_expiries
+        if got.status == "dead_letter":
             # A remembered eventId of another event: not decided but dead-lettered
             # (event_id_conflict), so it counts as a bad record, not a valid one.
             rep.valid_events -= 1
-            rep.bad_records += 1
-            rep.bad_by_error[decision.dead_letter] += 1
-            source = (partition, rec.offset)
-            self.bad[source] = rec.value
-            self.bad_records[source] = (decision.dead_letter, rec.key, list(rec.headers or ()))
+            self._bad(partition, rec, got.decision.dead_letter or "")
             return
+        model = self.core.model(partition)
         self._check_limits(model, ev.user_id, policy or model.settings_policy(), rec.offset)
-        shown = ev.event_id if ev.event_id is not None else f"{self.events_topic}/{partition}/{rec.offset}"
-        key = (ev.user_id, shown)
-        known = self.expected.get(key)
-        if known is not None:
+        if got.status != "new":
             rep.upstream_duplicates += 1
-            if decision != known.decision and decision not in known.alternatives:
+            if got.status == "forgotten":
                 # The eventId was forgotten (beyond EVENT_ID_MEMORY): decided anew, same verdictId.
-                known.alternatives.append(decision)
                 rep.mismatch(
                     "duplicate_beyond_event_id_memory", userId=ev.user_id, eventId=shown, offset=rec.offset
                 )
             return
         rep.distinct_events += 1
-        rep.expected_verdicts += 1 + len(decision.evicted)
-        self.expected[key] = _Expected(
-            ev.user_id, ev.session_id, ev.type, shown, decision, partition, rec.offset, ev.plan
-        )
+        rep.expected_verdicts += 1 + len(got.decision.evicted)
 
     def _check_limits(self, model: ReferenceModel, user_id: str, policy: Policy, offset: int) -> None:
         """The model's trace: the user's leases within the policy's limit and class caps."""
@@ -214,30 +186,25 @@ class Verifier:
     # verdicts ------------------------------------------------------------------------------
     def feed_verdicts(self, records: list[ConsumerRecord]) -> None:
         rep = self.report
-        first: dict[str, bytes] = {}
-        parsed: dict[str, dict] = {}
         records = sorted(records, key=lambda r: (r.partition, r.offset))
         for rec in records:
             rep.verdicts += 1
             value = rec.value or b""
             try:
                 verdict = orjson.loads(value)
-                verdict_id = verdict["verdictId"]
-                if type(verdict) is not dict or type(verdict_id) is not str:
+                if type(verdict) is not dict or type(verdict["verdictId"]) is not str:
                     raise TypeError("not a verdict object")
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 rep.mismatch("malformed_verdict", value=value[:200].decode(errors="replace"))
                 continue
-            seen = first.get(verdict_id)
-            if seen is not None:
+            m = self.core.receive(verdict)
+            if m.role in ("redelivered", "reused"):
                 rep.redelivered += 1
-                if seen != value and parsed[verdict_id] != verdict:
-                    rep.mismatch("verdict_id_with_other_content", first=parsed[verdict_id], again=verdict)
-                    if self._looks_double(parsed[verdict_id], verdict):
+                if m.role == "reused":
+                    rep.mismatch("verdict_id_with_other_content", first=m.first, again=verdict)
+                    if self._looks_double(m.first, verdict):
                         rep.applied_twice += 1
                 continue
-            first[verdict_id] = value
-            parsed[verdict_id] = verdict
             rep.unique_verdicts += 1
             if (
                 rec.key is not None
@@ -245,18 +212,21 @@ class Verifier:
                 and rec.key != str(verdict["userId"]).encode()
             ):
                 rep.mismatch("verdict_key", key=rec.key, verdict=verdict)
-            if not self.ledger.verdict(verdict):
-                self._check(verdict)
+            self.ledger.feed(verdict)
+            if m.role == "expire":
+                self.ledger.expire(verdict, m)
+            else:
+                self._check(verdict, m)
 
     @staticmethod
     def _looks_double(a: dict, b: dict) -> bool:
         pair = (a.get("reason"), b.get("reason"))
         return pair in _DOUBLE_APPLY or pair[::-1] in _DOUBLE_APPLY
 
-    def _check(self, v: dict) -> None:
+    def _check(self, v: dict, m: Match) -> None:
         rep = self.report
         active, limit = v.get("activeStreams"), v.get("maxStreams")
-        exp = self.expected.get((v.get("userId"), v.get("eventId")))  # type: ignore[arg-type]
+        exp = m.expected
         if isinstance(active, int) and (
             (isinstance(limit, int) and active > limit)
             or (exp is not None and active > exp.decision.max_streams)
@@ -267,67 +237,46 @@ class Verifier:
             rep.unexpected += 1
             rep._example({"kind": "unexpected_verdict", "verdict": v})
             return
-        if v.get("decision") == "revoke":
-            self._check_revoke(v, exp)
+        if m.role == "revoke":
+            if m.problem is not None:
+                rep.mismatch(
+                    "unexpected_revoke", eventId=exp.event_id, evicted=list(exp.decision.evicted), verdict=v
+                )
+                return
+            rep.revokes += 1
+            if m.wrong:
+                rep.mismatch("revoke", eventId=exp.event_id, fields=m.wrong)
             return
-        exp.main_ids.add(v["verdictId"])
-        # The first verdicts of one user's events come in the order of the events.
-        position = (exp.user_id, exp.partition)
-        if exp.offset < self._last_position.get(position, -1):
-            rep.mismatch(
-                "out_of_order", eventId=exp.event_id, offset=exp.offset, after=self._last_position[position]
-            )
-        else:
-            self._last_position[position] = exp.offset
-        if len(exp.main_ids) > 1:
-            # Two different verdicts for one event: it was decided twice.
+        after = self.core.out_of_order(exp)
+        if after is not None:
+            rep.mismatch("out_of_order", eventId=exp.event_id, offset=exp.offset, after=after)
+        if m.problem is not None:  # second_verdict_for_event: it was decided twice
             rep.applied_twice += 1
-            rep.mismatch("second_verdict_for_event", eventId=exp.event_id, verdict=v)
+            rep.mismatch(m.problem, eventId=exp.event_id, verdict=v)
             return
-        candidates = [exp.decision, *exp.alternatives]
-        wrong: dict[str, Any] = {}
-        for d in candidates:
-            wrong = differences(v, main_fields(exp.user_id, exp.session_id, exp.type, exp.plan, d))
-            if not wrong:
-                break
-        if wrong:
+        if m.wrong:
             d = exp.decision
             double = (d.reason, v.get("reason")) in _DOUBLE_APPLY or (
                 isinstance(active, int) and active > d.active_streams
             )
             if double:
                 rep.applied_twice += 1
+            wrong = m.wrong
             kind = "decision" if "decision" in wrong or "reason" in wrong else "+".join(sorted(wrong))
             rep.mismatch(kind, eventId=exp.event_id, partition=exp.partition, offset=exp.offset, fields=wrong)
         token_due = v.get("decision") == "allow" and exp.type in ("start", "heartbeat")
         if token_due != (v.get("token") is not None):
             rep.mismatch("token", eventId=exp.event_id, verdict=v)
 
-    def _check_revoke(self, v: dict, exp: _Expected) -> None:
-        rep = self.report
-        d = exp.decision
-        sid = v.get("sessionId")
-        if sid not in d.evicted or sid in exp.revoked:
-            rep.mismatch("unexpected_revoke", eventId=exp.event_id, evicted=list(d.evicted), verdict=v)
-            return
-        exp.revoked.add(sid)  # type: ignore[arg-type]
-        rep.revokes += 1
-        wrong = differences(v, revoke_fields(exp.user_id, exp.type, exp.plan, d))
-        if wrong:
-            rep.mismatch("revoke", eventId=exp.event_id, fields=wrong)
-
     # the end -------------------------------------------------------------------------------
     def finish_verdicts(self) -> None:
         rep = self.report
-        for exp in self.expected.values():
-            gaps = [] if exp.main_ids else ["verdict"]
-            gaps += [f"revoke {sid}" for sid in exp.decision.evicted if sid not in exp.revoked]
-            if gaps:
-                rep.lost += len(gaps)
-                rep._example({"kind": "lost", "userId": exp.user_id, "eventId": exp.event_id,
-                              "partition": exp.partition, "offset": exp.offset, "missing": gaps})  # fmt: skip
-
-        self.ledger.finish(self.models)
+        for exp, own, revokes in self.core.incomplete():
+            gaps = (["verdict"] if own else []) + [f"revoke {sid}" for sid in revokes]
+            rep.lost += len(gaps)
+            rep._example({"kind": "lost", "userId": exp.user_id, "eventId": exp.event_id,
+                          "partition": exp.partition, "offset": exp.offset, "missing": gaps})  # fmt: skip
+        self.ledger.finish(self.core)
 
     def feed_dead_letters(self, records: list[ConsumerRecord], source_topic: str) -> None:
         """The dead-letter topic holds exactly the bad records, each faithfully copied."""
