@@ -40,9 +40,16 @@ from bench.cpu_sampler import Sampler  # noqa: E402
 from bench.kafka_util import LOG_APPEND_TIME, create_topics, end_offsets, read_output_timing, wait_group_done  # noqa: E402
 from bench.lease_bytes import run as lease_bytes_run  # noqa: E402
 from bench.policy_setup import prepare_policies_topic  # noqa: E402
-from bench.procs import Names, SubProcess, redis_commandstats, redis_flush_and_reset, summarize_commandstats  # noqa: E402
-from bench.services import machine_info  # noqa: E402
-from compose.launcher import KafkaBroker, RedisCluster, RedisServer, free_port  # noqa: E402
+from bench.procs import (  # noqa: E402
+    Names,
+    processor_process,
+    redis_commandstats,
+    redis_flush_and_reset,
+    summarize_commandstats,
+)
+from bench.services import BENCH_KAFKA_HEAP, machine_info  # noqa: E402
+from compose.launcher import Services, start_services  # noqa: E402
+from producer_sim.processor_proc import ProcessorProcess  # noqa: E402
 
 PARTITIONS = 12
 
@@ -103,7 +110,7 @@ async def idle_cores(pids: list[int], seconds: float = 2.0) -> float:
     return (b["redis"] - a["redis"]) / (t1 - t0)
 
 
-async def all_up(procs: list[SubProcess]) -> float:
+async def all_up(procs: list[ProcessorProcess]) -> float:
     await asyncio.gather(*(p.wait_healthy(120) for p in procs))
     return time.time()
 
@@ -115,16 +122,17 @@ class Capacity:
         self.run_id = uuid.uuid4().hex[:6]
         self.events_topic = f"cap.{self.run_id}.events"
         self.policies = f"cap.{self.run_id}.policies"
-        self.broker = KafkaBroker(port=free_port(), data_dir=tmp / "kafka", heap=("512m", "1g"))
-        self.single = RedisServer(port=free_port(), data_dir=tmp / "redis")
-        self.cluster = RedisCluster.on_free_ports(tmp / "cluster", replicas=args.replicas)
+        self.svc: Services | None = None
         self.ends: dict[int, int] = {}
         self.events = 0
         self.report: dict = {"rows": [], "errors": []}
 
     def start(self) -> list[Target]:
-        for svc in (self.broker, self.single, self.cluster):
-            svc.start()
+        self.svc = start_services(
+            kafka=True, redis=True, cluster=True, data_dir=self.tmp,
+            kafka_heap=BENCH_KAFKA_HEAP, cluster_replicas=self.args.replicas,
+        )  # fmt: skip
+        self.broker, self.single, self.cluster = self.svc.broker, self.svc.redis, self.svc.cluster
         masters = self.cluster.master_ports()
         return [
             Target(1, self.single.url, False, [self.single.url], [self.single.pid]),
@@ -138,8 +146,8 @@ class Capacity:
         ]
 
     def stop(self) -> None:
-        for svc in (self.cluster, self.single, self.broker):
-            svc.stop()
+        if self.svc is not None:
+            self.svc.stop()
 
     async def prepare(self) -> None:
         a = self.args
@@ -160,7 +168,7 @@ class Capacity:
 
     def topic_bytes(self, topic: str) -> int:
         """Bytes of the topic's log segments on the broker's disk (records, batch headers)."""
-        return sum(f.stat().st_size for f in (self.tmp / "kafka").rglob(f"{topic}-*/*.log"))
+        return sum(f.stat().st_size for f in self.broker.data_dir.rglob(f"{topic}-*/*.log"))
 
     async def cell(self, target: Target, n: int, batch: int | None = None) -> dict:
         label = f"{target.shards}s{n}p" + (f"b{batch}" if batch else "")
@@ -173,13 +181,15 @@ class Capacity:
         idle = await idle_cores(target.pids)  # cron and cluster bus: not a per-event cost
         load0 = os.getloadavg()[0]
         logs, cluster = Path(self.args.out).parent / "logs" / "capacity", target.cluster
+        # BATCH_MAX_RECORDS: fewer events per partition per script call
+        extra = {"BATCH_MAX_RECORDS": str(batch)} if batch else {}
         procs = [
-            SubProcess(bootstrap, target.url, self.events_topic, names, logs / f"{label}-{i}.log", cluster)
+            processor_process(
+                bootstrap, target.url, self.events_topic, names, logs / f"{label}-{i}.log", cluster, **extra
+            )
             for i in range(n)
         ]
         for p in procs:
-            if batch:  # BATCH_MAX_RECORDS: fewer events per partition per script call
-                p.env["BATCH_MAX_RECORDS"] = str(batch)
             p.start()
         sampler = Sampler(
             {
@@ -195,7 +205,7 @@ class Capacity:
         try:
             await wait_group_done(
                 bootstrap, names.group, self.events_topic, self.ends, self.args.timeout,
-                alive=lambda: all(p.alive for p in procs),
+                alive=lambda: all(p.running for p in procs),
             )  # fmt: skip
             stats = await asyncio.gather(*(redis_commandstats(u) for u in target.masters))
         finally:
@@ -203,7 +213,7 @@ class Capacity:
             await sampling
             t_joined = joined.result() if joined.done() and not joined.exception() else None
             joined.cancel()
-            codes = [await p.stop() for p in procs]
+            codes = [await p.astop(30) for p in procs]
         timing = await read_output_timing(bootstrap, names.verdicts)
         after = await on_masters(target.masters, used_memory)
         state = await on_masters(target.masters, stored_state)

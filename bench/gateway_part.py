@@ -13,7 +13,7 @@ import urllib.request
 
 from bench.gateway_load import measure
 from bench.kafka_util import create_topics
-from bench.procs import JWT_SECRET, SubProcess
+from bench.procs import JWT_SECRET, processor_process
 from compose.launcher import REPO_ROOT, free_port
 
 PARTITIONS = 12
@@ -43,9 +43,10 @@ async def gateway_bench(bench, rates: list[int], seconds: float, connections: in
     names = bench.names("gateway")
     await bench.output_topic(names.verdicts)
     logs = bench.out_dir / "logs"
-    proc = SubProcess(bench.bootstrap, bench.redis_url, topic, names, logs / "gateway-processor.log")
     # The gateway's replies topic and bench.gateway_load's own (straight on Kafka).
-    proc.env["REPLY_TOPICS"] = rf"bench\.{bench.run_id}\.replies|bench-replies-[0-9a-f]+"
+    replies = rf"bench\.{bench.run_id}\.replies|bench-replies-[0-9a-f]+"
+    proc_log = logs / "gateway-processor.log"
+    proc = processor_process(bench.bootstrap, bench.redis_url, topic, names, proc_log, REPLY_TOPICS=replies)
     proc.start()
     auth = secrets.token_urlsafe(32)
     port = free_port()
@@ -93,4 +94,4 @@ async def gateway_bench(bench, rates: list[int], seconds: float, connections: in
             await asyncio.to_thread(gateway.wait, 20)
         except subprocess.TimeoutExpired:
             gateway.kill()
-        await proc.stop()
+        await proc.astop(30)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +34,7 @@ import orjson  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from bench.data import DEVICE_CLASSES, DEVICES  # noqa: E402
-from compose.launcher import RedisServer, free_port  # noqa: E402
+from compose.launcher import start_services  # noqa: E402
 from processor import rules as codes  # noqa: E402
 from processor.lease_store import LeaseStore, Rules  # noqa: E402
 from processor.wire import DecodedEvent  # noqa: E402
@@ -201,20 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--redis-url", help="use this Redis instead of starting one (it gets FLUSHALL!)")
     p.add_argument("--out", help="also write the JSON here")
     a = p.parse_args(argv)
-    tmp = server = None
-    url = a.redis_url
-    try:
-        if url is None:
-            tmp = Path(tempfile.mkdtemp(prefix="bench-lease-bytes-"))
-            server = RedisServer(port=free_port(), data_dir=tmp / "redis")
-            server.start()
-            url = server.url
-        report = asyncio.run(run(url, a.users, a.max_leases))
-    finally:
-        if server is not None:
-            server.stop()
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # Its own Redis (free port, temp dir) unless one is given.
+    with start_services(kafka=False, redis_url=a.redis_url) as svc:
+        assert svc.redis_url is not None
+        report = asyncio.run(run(svc.redis_url, a.users, a.max_leases))
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

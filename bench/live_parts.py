@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaProducer
 from bench.gateway_part import gateway_bench
 from bench.kafka_util import create_topics
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles
-from bench.procs import SubProcess, redis_flush_and_reset
+from bench.procs import batch_metrics, processor_process, redis_flush_and_reset
+from producer_sim.processor_proc import ProcessorProcess
 
 PARTITIONS = 12
 
@@ -24,14 +25,14 @@ def log(msg: str) -> None:
 
 
 class LiveParts:
-    async def live_setup(self, label: str) -> tuple[SubProcess, VerdictWatcher, AIOKafkaProducer, str]:
+    async def live_setup(self, label: str) -> tuple[ProcessorProcess, VerdictWatcher, AIOKafkaProducer, str]:
         topic = f"bench.{self.run_id}.{label}.events"
         self.created_topics.append(topic)
         await create_topics(self.bootstrap, [topic], PARTITIONS)
         names = self.names(label)
         await self.output_topic(names.verdicts)
         await redis_flush_and_reset(self.redis_url)
-        proc = SubProcess(
+        proc = processor_process(
             self.bootstrap, self.redis_url, topic, names, self.out_dir / "logs" / f"{label}.log"
         )
         proc.start()
@@ -46,7 +47,7 @@ class LiveParts:
 
     async def live_rate(
         self,
-        proc: SubProcess,
+        proc: ProcessorProcess,
         watcher: VerdictWatcher,
         producer: AIOKafkaProducer,
         topic: str,
@@ -55,13 +56,13 @@ class LiveParts:
         seconds: float,
     ) -> dict:
         sent: dict[str, float] = {}
-        m0 = await asyncio.to_thread(proc.metrics)
+        m0 = await batch_metrics(proc)
         cpu0 = proc.cpu_seconds()
         t_start = time.time()
         stats = await paced_produce(producer, topic, PARTITIONS, source, rate, seconds, sent)
         cpu1 = proc.cpu_seconds()
         waited = await drain(watcher, sent, timeout_s=max(20.0, seconds))
-        m1 = await asyncio.to_thread(proc.metrics)
+        m1 = await batch_metrics(proc)
         d = {k: m1.get(k, 0) - m0.get(k, 0) for k in m1}
         warmup = min(1.0, seconds / 5)
         lats, missing = latencies(sent, watcher.received, t_start + warmup)
@@ -110,12 +111,12 @@ class LiveParts:
                     f"p99 {p.get('p99_ms')} ms,"
                     f" missing {row.get('missing')}"
                 )
-                if not proc.alive:
-                    raise RuntimeError(f"the processor exited; see {proc.log_file}")
+                if not proc.running:
+                    raise RuntimeError(f"the processor exited; see {proc.log_path}")
         finally:
             await producer.stop()
             await watcher.stop()
-            await proc.stop()
+            await proc.astop(30)
         self.report["latency"] = {
             "seconds_per_rate": self.args.latency_seconds,
             "runs": runs,
@@ -157,7 +158,7 @@ class LiveParts:
             sampler.cancel()
             await producer.stop()
             await watcher.stop()
-            await proc.stop()
+            await proc.astop(30)
         half = series[len(series) // 2 :]
         self.report["memory"] = {
             "rate": self.args.memory_rate,

@@ -8,19 +8,21 @@ import io
 import logging
 import os
 import pstats
-import subprocess
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 from redis.asyncio import Redis
 
-from compose.launcher import REPO_ROOT, free_port
-from producer_sim.processor_proc import spawn
+from compose.launcher import REPO_ROOT
+from producer_sim.processor_proc import PROCESSOR_ARGS, ProcessorProcess, metric_value
 
 JWT_SECRET = "bench-secret-0123456789abcdef-not-for-production"
+BATCH_METRICS = (
+    "concurrency_batch_seconds_sum",
+    "concurrency_batch_seconds_count",
+    "concurrency_batch_size_sum",
+    "concurrency_batch_size_count",
+)
 
 
 @dataclass
@@ -32,28 +34,48 @@ class Names:
 
 
 def processor_env(
-    bootstrap: str, redis_url: str, events_topic: str, names: Names, http_port: int, cluster: bool = False
-) -> dict:
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "REDIS_URL": redis_url,
-            # Always set: a REDIS_CLUSTER in the caller's environment must not leak in.
-            "REDIS_CLUSTER": "true" if cluster else "false",
-            "EVENTS_TOPIC": events_topic,
-            "VERDICTS_TOPIC": names.verdicts,
-            "DLQ_TOPIC": names.dlq,
-            "CONSUMER_GROUP": names.group,
-            "JWT_SECRET": JWT_SECRET,
-            "HTTP_PORT": str(http_port),
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        }
-    )
+    bootstrap: str, redis_url: str, events_topic: str, names: Names, cluster: bool = False
+) -> dict[str, str]:
+    """The settings of a benchmark's processor process (over the bench's own environment)."""
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": redis_url,
+        # Always set: a REDIS_CLUSTER in the caller's environment must not leak in.
+        "REDIS_CLUSTER": "true" if cluster else "false",
+        "EVENTS_TOPIC": events_topic,
+        "VERDICTS_TOPIC": names.verdicts,
+        "DLQ_TOPIC": names.dlq,
+        "CONSUMER_GROUP": names.group,
+        "JWT_SECRET": JWT_SECRET,
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     if names.policies:
         env["POLICIES_TOPIC"] = names.policies
     return env
+
+
+def processor_process(
+    bootstrap: str,
+    redis_url: str,
+    events_topic: str,
+    names: Names,
+    log_file: Path,
+    cluster: bool = False,
+    python_args: tuple[str, ...] = PROCESSOR_ARGS,
+    **extra_env: str,
+) -> ProcessorProcess:
+    """A (not yet started) `python -m processor` on a free HTTP port, output to `log_file`."""
+    env = {**processor_env(bootstrap, redis_url, events_topic, names, cluster), **extra_env}
+    return ProcessorProcess(env, log_file, python_args=python_args)
+
+
+async def batch_metrics(proc: ProcessorProcess) -> dict[str, float]:
+    """The processor's batch histograms' sums and counts, from /metrics ({} if unreachable)."""
+    text = await proc.metrics()
+    if text is None:
+        return {}
+    return {name: metric_value(text, name) for name in BATCH_METRICS}
 
 
 # -- Redis ----------------------------------------------------------------------------------
@@ -240,100 +262,3 @@ def profile_idle_s(profiler: cProfile.Profile) -> float:
 def profile_total_s(profiler: cProfile.Profile) -> float:
     stats = pstats.Stats(profiler, stream=io.StringIO())
     return round(stats.total_tt, 3)  # type: ignore[attr-defined]
-
-
-# -- subprocesses ---------------------------------------------------------------------------
-class SubProcess:
-    """`python -m processor` with the settings in its environment; output to a log file."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        redis_url: str,
-        events_topic: str,
-        names: Names,
-        log_file: Path,
-        cluster: bool = False,
-    ) -> None:
-        self.http_port = free_port()
-        self.env = processor_env(bootstrap, redis_url, events_topic, names, self.http_port, cluster)
-        self.log_file = log_file
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = spawn(self.env, self.log_file)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def rss_mb(self) -> float | None:
-        try:
-            return psutil.Process(self.proc.pid).memory_info().rss / 2**20 if self.proc else None
-        except psutil.Error:
-            return None
-
-    def cpu_seconds(self) -> float | None:
-        try:
-            t = psutil.Process(self.proc.pid).cpu_times() if self.proc else None
-            return t.user + t.system if t else None
-        except psutil.Error:
-            return None
-
-    def metrics(self) -> dict[str, float]:
-        """The processor's batch histograms' sums and counts, from /metrics."""
-        wanted = (
-            "concurrency_batch_seconds_sum",
-            "concurrency_batch_seconds_count",
-            "concurrency_batch_size_sum",
-            "concurrency_batch_size_count",
-        )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=2) as resp:
-                text = resp.read().decode()
-        except OSError:
-            return {}
-        out = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in wanted:
-                out[name] = float(value)
-        return out
-
-    def health(self) -> dict | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/health", timeout=1) as resp:
-                import json
-
-                return json.loads(resp.read())
-        except OSError:
-            return None
-        except ValueError:
-            return None
-
-    async def wait_healthy(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive:
-                raise RuntimeError(f"processor exited with {self.proc.returncode}; see {self.log_file}")
-            body = await asyncio.to_thread(self.health)
-            if body and body.get("status") == "UP":
-                return
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"processor not healthy after {timeout_s:.0f} s; see {self.log_file}")
-
-    async def stop(self, timeout_s: float = 30) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: finish the batch, commit, leave the group
-            try:
-                await asyncio.to_thread(self.proc.wait, timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
-        return self.proc.returncode

@@ -47,7 +47,7 @@ from bench.policy_setup import prepare_policies_topic  # noqa: E402
 from bench.procs import (  # noqa: E402
     InProcess,
     Names,
-    SubProcess,
+    processor_process,
     profile_idle_s,
     profile_top,
     profile_total_s,
@@ -57,7 +57,7 @@ from bench.procs import (  # noqa: E402
     summarize_commandstats,
 )
 from bench.report import print_tables, summary, write_charts, write_json  # noqa: E402
-from bench.services import machine_info, redis_info, start_services  # noqa: E402
+from bench.services import kafka_label, machine_info, redis_info, start_bench_services  # noqa: E402
 
 PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "gateway", "memory")
 
@@ -229,7 +229,7 @@ class Bench(LiveParts):
         await self.output_topic(names.verdicts)
         await redis_flush_and_reset(self.redis_url)
         procs = [
-            SubProcess(
+            processor_process(
                 self.bootstrap,
                 self.redis_url,
                 self.events_topic,
@@ -248,12 +248,12 @@ class Bench(LiveParts):
                 self.events_topic,
                 self.ends,
                 timeout_s=self.args.timeout,
-                alive=lambda: all(p.alive for p in procs),
+                alive=lambda: all(p.running for p in procs),
             )
             cpu = [p.cpu_seconds() for p in procs]
             stats = await redis_commandstats(self.redis_url)
         finally:
-            codes = [await p.stop() for p in procs]
+            codes = [await p.astop(30) for p in procs]
         timing = await read_output_timing(self.bootstrap, names.verdicts)
         redis = summarize_commandstats(stats, timing.records, self.events)
         name = "processor x1 (process)" if n == 1 else f"processors x{n} (processes)"
@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # SIGTERM (e.g. a CI time limit) unwinds like Ctrl-C, so the services below are stopped.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    svc = start_services(args.bootstrap, args.redis_url)
+    svc = start_bench_services(args.bootstrap, args.redis_url)
+    own = svc.broker is not None
     bench = Bench(args, svc.bootstrap, svc.redis_url)
     try:
 
@@ -408,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": machine,
                     "services": {
                         "bootstrap": svc.bootstrap,
-                        "own": svc.own,
-                        "kafka_version": svc.kafka_version,
+                        "own": own,
+                        "kafka_version": kafka_label(svc),
                         "redis": rinfo,
                     },
                     "settings": {
@@ -431,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return await bench.run()
             finally:
-                if not svc.own and bench.created_topics:
+                if not own and bench.created_topics:
                     try:
                         await delete_topics(svc.bootstrap, bench.created_topics)
                     except Exception as exc:  # noqa: BLE001

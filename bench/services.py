@@ -1,67 +1,29 @@
-"""The services a benchmark runs against: its own Kafka broker and Redis, or given ones."""
+"""The services a benchmark runs against (its own Kafka broker and Redis, or given ones, from
+the launcher's start_services), and the machine and Redis it describes in its report."""
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import sys
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 from redis.asyncio import Redis
 
-from compose.launcher import KafkaBroker, RedisServer, free_port, kafka_version
+from compose.launcher import Services, kafka_version, start_services
+
+BENCH_KAFKA_HEAP = ("512m", "1g")  # more than the launcher's default: the data sets are large
 
 
-@dataclass
-class Services:
-    bootstrap: str
-    redis_url: str
-    kafka_version: str
-    own: bool
-    _broker: KafkaBroker | None = None
-    _redis: RedisServer | None = None
-    _tmp: Path | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def stop(self) -> None:
-        if self._broker is not None:
-            self._broker.stop()
-        if self._redis is not None:
-            self._redis.stop()
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+def start_bench_services(bootstrap: str | None, redis_url: str | None) -> Services:
+    """A broker and/or Redis (free ports, data in a temp dir) for what was not given."""
+    return start_services(bootstrap=bootstrap, redis_url=redis_url, kafka_heap=BENCH_KAFKA_HEAP)
 
 
-def start_services(bootstrap: str | None, redis_url: str | None) -> Services:
-    """Start a broker and/or Redis (free ports, data in a temp dir) for what was not given."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    broker = redis = None
-    try:
-        if bootstrap is None:
-            broker = KafkaBroker(port=free_port(), data_dir=tmp / "kafka", heap=("512m", "1g"))
-            broker.start()
-            bootstrap = broker.bootstrap
-            version = broker.version
-        else:
-            version = f"external ({kafka_version() or 'unknown'} jars cached)"
-        if redis_url is None:
-            redis = RedisServer(
-                port=free_port(), data_dir=tmp / "redis"
-            )  # AOF everysec, as the launcher does
-            redis.start()
-            redis_url = redis.url
-    except BaseException:
-        if broker is not None:
-            broker.stop()
-        if redis is not None:
-            redis.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Services(bootstrap, redis_url, version, broker is not None, broker, redis, tmp)
+def kafka_label(svc: Services) -> str:
+    """The Kafka version for the report: the started broker's, or the cached jars' for a given one."""
+    return svc.kafka_version or f"external ({kafka_version() or 'unknown'} jars cached)"
 
 
 async def redis_info(url: str) -> dict:

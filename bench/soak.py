@@ -26,11 +26,8 @@ import argparse
 import asyncio
 import csv
 import json
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -39,9 +36,10 @@ from redis.asyncio import Redis
 
 from bench.kafka_util import create_topics
 from bench.live import LiveSource, paced_produce
-from bench.procs import Names, SubProcess
-from bench.services import machine_info, start_services
+from bench.procs import Names, processor_process
+from bench.services import machine_info, start_bench_services
 from compose.launcher import REPO_ROOT
+from producer_sim.processor_proc import ProcessorProcess
 
 PARTITIONS = 12
 
@@ -70,46 +68,36 @@ class Soak:
         self.out.mkdir(parents=True, exist_ok=True)
         self.samples: list[dict] = []
 
-    def processor(self, bootstrap: str, redis_url: str, topic: str, tag: str) -> SubProcess:
+    def processor(self, bootstrap: str, redis_url: str, topic: str, tag: str) -> ProcessorProcess:
         names = Names(f"soak.{tag}.verdicts", f"soak.{tag}.dlq", f"soak.{tag}.group", f"soak.{tag}.policies")
-        proc = SubProcess(bootstrap, redis_url, topic, names, self.out / "processor.log")
-        if self.args.tracemalloc:
-            proc.env["SOAK_TRACE_FILE"] = str(self.out / "tracemalloc.txt")
-            proc.env["SOAK_TRACE_BASELINE_S"] = str(self.args.warmup_minutes * 60)
-            with open(proc.log_file, "ab") as log:
-                proc.proc = subprocess.Popen(
-                    [sys.executable, "-X", "tracemalloc=8", "-m", "bench.soak_trace"],
-                    cwd=REPO_ROOT,
-                    env=proc.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        else:
-            proc.start()
-        return proc
+        log = self.out / "processor.log"
+        if not self.args.tracemalloc:
+            return processor_process(bootstrap, redis_url, topic, names, log).start()
+        trace = {
+            "SOAK_TRACE_FILE": str(self.out / "tracemalloc.txt"),
+            "SOAK_TRACE_BASELINE_S": str(self.args.warmup_minutes * 60),
+        }
+        args = ("-X", "tracemalloc=8", "-m", "bench.soak_trace")
+        return processor_process(bootstrap, redis_url, topic, names, log, python_args=args, **trace).start()
 
-    async def stall(self, proc: SubProcess) -> None:
+    async def stall(self, proc: ProcessorProcess) -> None:
         """SIGSTOP the processor for a while: a backlog it then works off with full-size batches."""
         await asyncio.sleep(self.args.stall_at)
-        if proc.proc is None or not self.args.stall_seconds:
+        if not self.args.stall_seconds:
             return
         print(f"stalling the processor for {self.args.stall_seconds:g} s (SIGSTOP)", flush=True)
-        proc.proc.send_signal(signal.SIGSTOP)
+        proc.pause()
         try:
             await asyncio.sleep(self.args.stall_seconds)
         finally:
-            proc.proc.send_signal(signal.SIGCONT)
+            proc.resume()
 
-    async def sample(self, proc: SubProcess, redis: Redis, t0: float) -> None:
+    async def sample(self, proc: ProcessorProcess, redis: Redis, t0: float) -> None:
         while True:
             await asyncio.sleep(self.args.interval)
-            try:
-                text = await asyncio.to_thread(self._get, f"http://127.0.0.1:{proc.http_port}/metrics")
-                metrics = parse_metrics(text)
-            except OSError:  # e.g. while it is stalled on purpose
-                metrics = {"lag": None, "decided": None}
+            text = await proc.metrics()
+            # None e.g. while it is stalled on purpose
+            metrics = parse_metrics(text) if text is not None else {"lag": None, "decided": None}
             info = await redis.info("memory")
             row = {
                 "t_s": round(time.monotonic() - t0, 1),
@@ -126,17 +114,12 @@ class Soak:
                 f"  keys {row['redis_keys']:>7}  lag {row['lag']}  decided {row['decided']}",
                 flush=True,
             )
-            if not proc.alive:
-                raise RuntimeError(f"the processor exited; see {proc.log_file}")
-
-    @staticmethod
-    def _get(url: str) -> str:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.read().decode()
+            if not proc.running:
+                raise RuntimeError(f"the processor exited; see {proc.log_path}")
 
     async def run(self) -> dict:
         a = self.args
-        services = start_services(a.bootstrap, a.redis_url)
+        services = start_bench_services(a.bootstrap, a.redis_url)
         tag = uuid.uuid4().hex[:8]
         topic = f"soak.{tag}.events"
         proc = None
@@ -169,7 +152,7 @@ class Soak:
                 await producer.stop()
         finally:
             if proc is not None:
-                await proc.stop()
+                await proc.astop(30)
             await redis.aclose()
             services.stop()
         return self.report(stats)

@@ -4,17 +4,16 @@
 One module per service: compose/kafka_broker.py (Apache Kafka from its Maven Central jars,
 cached in ``compose/.cache/kafka-jars``), compose/redis_server.py (``redis-server`` from PATH),
 compose/redis_cluster.py (nodes joined with ``redis-cli --cluster create``),
-compose/docker_compose.py (the Docker path). This module is the command line, and re-exports
-what tests, the demo and the bench import.
+compose/docker_compose.py and compose/containers.py (the Docker paths); compose/services.py
+starts any of them, the one way every caller does. This module is the command line, and
+re-exports what tests, the demo and the bench import.
 
 Library use (tests, demo, bench)::
 
-    from compose.launcher import KafkaBroker, RedisServer, RedisCluster, free_port
+    from compose.launcher import start_services
 
-    broker = KafkaBroker(port=free_port(), data_dir=tmp / "kafka")
-    broker.start()            # blocks until the broker answers metadata requests
-    ...
-    broker.stop()
+    with start_services(kafka=True, redis=True, cluster=False) as svc:  # free ports, temp dir
+        svc.bootstrap, svc.redis_url     # svc.broker / svc.redis: handles (kill, restart...)
 
 Command line::
 
@@ -66,6 +65,7 @@ from compose.managed import (
 )
 from compose.redis_cluster import RedisCluster
 from compose.redis_server import RedisServer, ensure_redis_server, redis_ping
+from compose.services import Services, start_services
 
 __all__ = [
     "COMPOSE_DIR",
@@ -79,6 +79,7 @@ __all__ = [
     "ManagedProcess",
     "RedisCluster",
     "RedisServer",
+    "Services",
     "docker_engine_available",
     "ensure_kafka_jars",
     "ensure_redis_server",
@@ -89,6 +90,7 @@ __all__ = [
     "main",
     "port_answers",
     "redis_ping",
+    "start_services",
     "wait_for_kafka",
 ]
 
@@ -96,7 +98,6 @@ log = logging.getLogger("compose.launcher")
 
 CLUSTER_BASE_PORT = 7000
 CLUSTER_NODES = 6  # 3 masters + 3 replicas
-DOCKER_CLUSTER_NODES = [f"redis-node-{i}" for i in range(1, CLUSTER_NODES + 1)]
 
 
 def _pidfile(name: str, port: int) -> Path:
@@ -153,55 +154,30 @@ def _cluster_ports(base: int) -> list[int]:
 
 def cmd_up(kafka_port: int, redis_port: int | None, local: bool, redis_cluster: bool = False) -> int:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    redis_name = "redis-cluster" if redis_cluster else "redis"
     base = redis_port or (CLUSTER_BASE_PORT if redis_cluster else 6379)
-    redis_ports = _cluster_ports(base) if redis_cluster else [base]
-    wanted = []
-    if port_answers(kafka_port):
-        print(f"kafka: something already answers on 127.0.0.1:{kafka_port}, leaving it alone")
-    else:
-        wanted.append("kafka")
-    busy = [p for p in redis_ports if port_answers(p)]
-    if busy and len(busy) == len(redis_ports):
-        taken = ",".join(map(str, busy))
-        print(f"{redis_name}: something already answers on 127.0.0.1:{taken}, leaving it alone")
-    elif busy:
-        free = sorted(set(redis_ports) - set(busy))
-        print(f"{redis_name}: ports {busy} are taken but not {free}: pick another --redis-port")
-        return 2
-    else:
-        wanted.append(redis_name)
-    if not wanted:
-        return 0
-    if not local and docker_engine_available():
-        return _docker_up(wanted, kafka_port, base, redis_cluster)
-    if "kafka" in wanted:
-        broker = KafkaBroker(port=kafka_port, data_dir=RUN_DIR / f"kafka-{kafka_port}", detached=True)
-        broker.start()
-        _pidfile("kafka", broker.port).write_text(f"{broker.pid} {broker.port}\n")
-        print(
-            f"kafka: started, pid {broker.pid} ({broker.bootstrap}, Kafka {broker.version}) "
-            f"in {broker.start_seconds:.1f} s; logs in {broker.data_dir}"
-        )
-    if "redis" in wanted:
-        server = RedisServer(port=base, data_dir=RUN_DIR / f"redis-{base}", detached=True)
-        server.start()
-        _pidfile("redis", server.port).write_text(f"{server.pid} {server.port}\n")
-        print(
-            f"redis: started, pid {server.pid} ({server.url}) in {server.start_seconds:.1f} s; "
-            f"logs in {server.data_dir}"
-        )
-    if "redis-cluster" in wanted:
-        cluster = RedisCluster(ports=redis_ports, data_dir=RUN_DIR / f"redis-cluster-{base}", detached=True)
-        cluster.start()
-        lines = "".join(f"{n.pid} {n.port}\n" for n in cluster.nodes.values())
+    svc = start_services(
+        kafka=True,
+        redis=not redis_cluster,
+        cluster=redis_cluster,
+        data_dir=RUN_DIR,
+        kafka_port=kafka_port,
+        redis_port=base,
+        cluster_port=base,
+        reuse=True,  # what already answers on the ports is left alone
+        backend="local" if local or not docker_engine_available() else "compose",
+        detached=True,  # the services outlive this command
+    )
+    for note in svc.notes:
+        print(note)
+    for name, handle in (("kafka", svc.broker), ("redis", svc.redis)):
+        if isinstance(handle, KafkaBroker | RedisServer):
+            _pidfile(name, handle.port).write_text(f"{handle.pid} {handle.port}\n")
+    if svc.cluster is not None:
+        lines = "".join(f"{n.pid} {n.port}\n" for n in svc.cluster.nodes.values())
         _pidfile("redis-cluster", base).write_text(lines)
-        _print_spread(cluster.balance_partitions(*_events_partitions()))
-        print(
-            f"redis-cluster: started, 3 masters + 3 replicas on 127.0.0.1:{base}-{base + CLUSTER_NODES - 1} "
-            f"in {cluster.start_seconds:.1f} s (REDIS_URL={cluster.url} REDIS_CLUSTER=true); "
-            f"logs in {cluster.data_dir}"
-        )
+        _print_spread(svc.cluster.balance_partitions(*_events_partitions()))
+        url, folder = svc.cluster.url, svc.cluster.data_dir
+        print(f"redis-cluster: REDIS_URL={url} REDIS_CLUSTER=true; data in {folder}")
     return 0
 
 
@@ -222,20 +198,6 @@ def cmd_balance(redis_port: int | None) -> int:
 
     _print_spread(balance_partitions("127.0.0.1", redis_port or CLUSTER_BASE_PORT, *_events_partitions()))
     return 0
-
-
-def _docker_up(wanted: list[str], kafka_port: int, base: int, redis_cluster: bool) -> int:
-    fixed = (9092, CLUSTER_BASE_PORT if redis_cluster else 6379)
-    if (kafka_port, base) != fixed:
-        print(f"docker compose publishes the fixed ports {fixed[0]}/{fixed[1]}; use --local for other ports")
-        return 2
-    services = ["kafka"] if "kafka" in wanted else []
-    if not redis_cluster:
-        return docker_compose("up", "-d", "--wait", *services, *(["redis"] if "redis" in wanted else []))
-    rc = docker_compose("--profile", "cluster", "up", "-d", "--wait", *services, *DOCKER_CLUSTER_NODES)
-    if rc != 0 or "redis-cluster" not in wanted:
-        return rc
-    return docker_compose("--profile", "cluster", "run", "--rm", "redis-cluster-create")
 
 
 def cmd_down(kafka_port: int, redis_port: int | None, local: bool) -> int:

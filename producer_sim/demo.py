@@ -27,22 +27,12 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
 from rich.console import Console
 
-from compose.launcher import (
-    COMPOSE_FILE,
-    RUN_DIR,
-    KafkaBroker,
-    LauncherError,
-    RedisServer,
-    docker_engine_available,
-    free_port,
-    port_answers,
-)
+from compose.launcher import RUN_DIR, LauncherError, docker_engine_available, free_port, start_services
 from gateway import demo_session
 from producer_sim.cli import finish
 from producer_sim.kafka_io import install_policies
@@ -72,35 +62,19 @@ def demo_config(duration: float) -> SimConfig:
     )
 
 
-def _docker_compose(console: Console, *args: str) -> None:
-    cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), *args]
-    console.print(f"$ {' '.join(cmd)}")
-    res = subprocess.run(cmd, check=False)
-    if res.returncode != 0:
-        raise LauncherError(f"`{' '.join(cmd)}` failed with status {res.returncode}")
-
-
-def start_services(stack: contextlib.ExitStack, console: Console, workdir: Path) -> tuple[str, str]:
+def start_demo_services(stack: contextlib.ExitStack, console: Console) -> tuple[str, str]:
     """Kafka and Redis on their usual ports; what the demo starts is stopped by `stack`."""
-    wanted = [name for name, port in (("kafka", KAFKA_PORT), ("redis", REDIS_PORT)) if not port_answers(port)]
-    for name in {"kafka", "redis"} - set(wanted):
-        console.print(f"{name}: something already answers on its port, using it")
-    if wanted and docker_engine_available():
-        _docker_compose(console, "up", "-d", "--wait", *wanted)
-        stack.callback(_docker_compose, console, "stop", *wanted)
-    elif wanted:
-        if "redis" in wanted:
-            redis = RedisServer(port=REDIS_PORT, data_dir=workdir / "redis")
-            console.print("redis: starting redis-server on 127.0.0.1:6379 ...")
-            redis.start()
-            stack.callback(redis.stop)
-        if "kafka" in wanted:
-            broker = KafkaBroker(port=KAFKA_PORT, data_dir=workdir / "kafka")
-            console.print("kafka: starting Apache Kafka on 127.0.0.1:9092 (jars from compose/.cache) ...")
-            broker.start()
-            stack.callback(broker.stop)
-            console.print(f"kafka: Apache Kafka {broker.version} up in {broker.start_seconds:.1f} s")
-    return f"127.0.0.1:{KAFKA_PORT}", f"redis://127.0.0.1:{REDIS_PORT}/0"
+    backend = "compose" if docker_engine_available() else "local"
+    console.print(
+        f"services: Kafka on 127.0.0.1:{KAFKA_PORT}, Redis on 127.0.0.1:{REDIS_PORT} "
+        f"({'docker compose' if backend == 'compose' else 'local processes'}; what answers there is used) ..."
+    )
+    svc = start_services(kafka_port=KAFKA_PORT, redis_port=REDIS_PORT, reuse=True, backend=backend)
+    stack.callback(svc.stop)
+    for note in svc.notes:
+        console.print(note)
+    assert svc.bootstrap is not None and svc.redis_url is not None
+    return svc.bootstrap, svc.redis_url
 
 
 def run_gateway_session(
@@ -150,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     secret = secrets.token_urlsafe(32)
     try:
         with contextlib.ExitStack() as stack:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stream-demo-")))
-            bootstrap, redis_url = start_services(stack, console, workdir)
+            bootstrap, redis_url = start_demo_services(stack, console)
 
             settings = SimSettings(kafka_bootstrap_servers=bootstrap, redis_url=redis_url, jwt_secret=secret)
             # The plans' policies go in first: the processor reads them all before its first event.
@@ -161,19 +134,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"policies: plans ({plans} streams; premium at most 2 on TVs) in {settings.policies_topic}"
             )
 
-            http_port = free_port()
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "REDIS_URL": redis_url,
                 "JWT_SECRET": secret,
                 "POLICIES_TOPIC": settings.policies_topic,
             }
-            processor = ProcessorProcess(env, http_port, RUN_DIR / "demo-processor.log")
+            processor = ProcessorProcess(env, RUN_DIR / "demo-processor.log")
             console.print(f"processor: starting `python -m processor` (log: {processor.log_path}) ...")
-            processor.start()
-            stack.callback(processor.stop)
-            processor.wait_healthy(timeout=90)
-            console.print(f"processor: healthy on http://127.0.0.1:{http_port}/health")
+            stack.enter_context(processor)  # started now, stopped (SIGTERM) at the end
+            asyncio.run(processor.wait_healthy(90))
+            console.print(f"processor: healthy on http://127.0.0.1:{processor.http_port}/health")
 
             sim = Simulation(demo_config(args.duration), settings, console)
             console.print(

@@ -4,8 +4,11 @@ Where the services come from, first match wins:
 
 1. ``TEST_KAFKA_BOOTSTRAP`` / ``TEST_REDIS_URL``: services someone already runs (used as is);
 2. a Docker engine that answers: testcontainers (apache/kafka:4.1.1, redis:7);
-3. otherwise the project's launcher (compose/launcher.py): a Kafka broker from the cached
-   Apache Kafka jars and ``redis-server`` from PATH, on free ports, data in a tmp dir.
+3. otherwise local processes: a Kafka broker from the cached Apache Kafka jars and
+   ``redis-server`` from PATH, on free ports, data in a tmp dir.
+
+2 and 3 (and the Redis Cluster, always local processes) come from the launcher's one
+``start_services`` (compose/services.py), as for the demo, the bench and ``up``.
 
 Tests never touch localhost:9092 / localhost:6379 unless told to through the variables.
 """
@@ -16,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,23 +28,21 @@ import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from compose.containers import KAFKA_IMAGE, REDIS_IMAGE, KafkaContainer, RedisContainer
 from compose.launcher import (
     KAFKA_JARS_DIR,
     KafkaBroker,
     RedisCluster,
     RedisServer,
+    Services,
     docker_engine_available,
-    ensure_kafka_jars,
-    free_port,
     kafka_version,
-    wait_for_kafka,
+    start_services,
 )
 from tests.redis_targets import RedisTarget
 
 log = logging.getLogger("tests")
 
-KAFKA_IMAGE = "apache/kafka:4.1.1"
-REDIS_IMAGE = "redis:7"
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -100,108 +100,37 @@ def docker_available() -> bool:
     return docker_engine_available(timeout=10)
 
 
-class _KafkaContainer:
-    """apache/kafka in KRaft single-node mode, published on the same free port inside and out.
-
-    The official image is configured through KAFKA_* variables; publishing port P as P lets
-    the advertised listener be simply ``<host>:P``.
-    """
-
-    def __init__(self) -> None:
-        from testcontainers.core.container import DockerContainer
-
-        self.port = free_port()
-        self.container = DockerContainer(KAFKA_IMAGE).with_bind_ports(self.port, self.port)
-        env = {
-            "KAFKA_NODE_ID": "1",
-            "KAFKA_PROCESS_ROLES": "broker,controller",
-            "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{self.port},CONTROLLER://localhost:9093",
-            "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
-            "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-            "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-            "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
-            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
-            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-            "KAFKA_NUM_PARTITIONS": "1",
-            "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-        }
-        for key, value in env.items():
-            self.container.with_env(key, value)
-        self.version = KAFKA_IMAGE.rsplit(":", 1)[-1]
-        self.start_seconds: float | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        t0 = time.monotonic()
-        self.container.start()
-        wait_for_kafka("127.0.0.1", self.port, time.monotonic() + 120)
-        self.start_seconds = time.monotonic() - t0
-
-    def stop(self) -> None:
-        self.container.stop()
-
-
-class _RedisContainer:
-    def __init__(self) -> None:
-        from testcontainers.community.redis import RedisContainer
-
-        self.container = RedisContainer(REDIS_IMAGE).with_command(
-            "redis-server --appendonly yes --appendfsync everysec --save ''"
-        )
-        self.start_seconds: float | None = None
-
-    @property
-    def url(self) -> str:
-        host = self.container.get_container_host_ip()
-        return f"redis://{host}:{self.container.get_exposed_port(6379)}/0"
-
-    def start(self) -> None:
-        t0 = time.monotonic()
-        self.container.start()
-        self.start_seconds = time.monotonic() - t0
-
-    def stop(self) -> None:
-        self.container.stop()
+def _backend(docker_available: bool) -> tuple[str, str, str]:
+    """The backend of the session's services, and how to name its Kafka and Redis."""
+    if docker_available:
+        return "containers", f"container {KAFKA_IMAGE}", f"container {REDIS_IMAGE}"
+    return "local", "local process (compose/launcher.py)", "local redis-server"
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, docker_available: bool
-) -> Iterator[KafkaBroker | _KafkaContainer | None]:
+) -> Iterator[KafkaBroker | KafkaContainer | None]:
     """The session's Kafka broker handle, or None when TEST_KAFKA_BOOTSTRAP names one."""
-    if os.environ.get("TEST_KAFKA_BOOTSTRAP"):
-        say(request.config, f"kafka: using TEST_KAFKA_BOOTSTRAP={os.environ['TEST_KAFKA_BOOTSTRAP']}")
+    given = os.environ.get("TEST_KAFKA_BOOTSTRAP")
+    if given:
+        say(request.config, f"kafka: using TEST_KAFKA_BOOTSTRAP={given}")
         yield None
         return
-    handle: KafkaBroker | _KafkaContainer
-    if docker_available:
-        handle = _KafkaContainer()
-        how = f"container {KAFKA_IMAGE}"
-    else:
-        ensure_kafka_jars()
-        handle = KafkaBroker(port=free_port(), data_dir=tmp_path_factory.mktemp("kafka"))
-        how = "local process (compose/launcher.py)"
-    handle.start()
-    say(
-        request.config,
-        f"kafka: Apache Kafka {handle.version} broker at {handle.bootstrap}, {how}, "
-        f"started in {handle.start_seconds:.1f} s",
-    )
-    try:
-        yield handle
-    finally:
-        handle.stop()
+    backend, how, _ = _backend(docker_available)
+    with start_services(redis=False, data_dir=tmp_path_factory.mktemp("kafka"), backend=backend) as svc:
+        broker = svc.broker
+        assert broker is not None
+        say(
+            request.config,
+            f"kafka: Apache Kafka {broker.version} broker at {broker.bootstrap}, {how}, "
+            f"started in {broker.start_seconds:.1f} s",
+        )
+        yield broker
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(kafka_broker: KafkaBroker | _KafkaContainer | None) -> str:
+def kafka_bootstrap(kafka_broker: KafkaBroker | KafkaContainer | None) -> str:
     if kafka_broker is None:
         return os.environ["TEST_KAFKA_BOOTSTRAP"]
     return kafka_broker.bootstrap
@@ -210,29 +139,23 @@ def kafka_bootstrap(kafka_broker: KafkaBroker | _KafkaContainer | None) -> str:
 @pytest.fixture(scope="session")
 def redis_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, docker_available: bool
-) -> Iterator[RedisServer | _RedisContainer | None]:
+) -> Iterator[RedisServer | RedisContainer | None]:
     """The session's Redis handle, or None when TEST_REDIS_URL names one."""
-    if os.environ.get("TEST_REDIS_URL"):
-        say(request.config, f"redis: using TEST_REDIS_URL={os.environ['TEST_REDIS_URL']}")
+    given = os.environ.get("TEST_REDIS_URL")
+    if given:
+        say(request.config, f"redis: using TEST_REDIS_URL={given}")
         yield None
         return
-    handle: RedisServer | _RedisContainer
-    if docker_available:
-        handle = _RedisContainer()
-        how = f"container {REDIS_IMAGE}"
-    else:
-        handle = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"))
-        how = "local redis-server"
-    handle.start()
-    say(request.config, f"redis: {handle.url}, {how}, started in {handle.start_seconds:.2f} s")
-    try:
-        yield handle
-    finally:
-        handle.stop()
+    backend, _, how = _backend(docker_available)
+    with start_services(kafka=False, data_dir=tmp_path_factory.mktemp("redis"), backend=backend) as svc:
+        server = svc.redis
+        assert server is not None
+        say(request.config, f"redis: {server.url}, {how}, started in {server.start_seconds:.2f} s")
+        yield server
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: RedisServer | _RedisContainer | None) -> str:
+def redis_url(redis_server: RedisServer | RedisContainer | None) -> str:
     if redis_server is None:
         return os.environ["TEST_REDIS_URL"]
     return redis_server.url
@@ -244,23 +167,21 @@ def redis_cluster(
 ) -> Iterator[RedisCluster | None]:
     """The session's Redis Cluster (3 masters + 3 replicas, local processes, free ports), started
     on first use; None when TEST_REDIS_CLUSTER_URL names one."""
-    if os.environ.get("TEST_REDIS_CLUSTER_URL"):
-        say(
-            request.config,
-            f"redis cluster: using TEST_REDIS_CLUSTER_URL={os.environ['TEST_REDIS_CLUSTER_URL']}",
-        )
+    given = os.environ.get("TEST_REDIS_CLUSTER_URL")
+    if given:
+        say(request.config, f"redis cluster: using TEST_REDIS_CLUSTER_URL={given}")
         yield None
         return
-    cluster = RedisCluster.on_free_ports(tmp_path_factory.mktemp("redis-cluster"))
-    cluster.start()
-    say(
-        request.config,
-        f"redis cluster: 3 masters + 3 replicas from {cluster.url}, started in {cluster.start_seconds:.1f} s",
-    )
-    try:
+    data_dir = tmp_path_factory.mktemp("redis-cluster")
+    with start_services(kafka=False, redis=False, cluster=True, data_dir=data_dir) as svc:
+        cluster = svc.cluster
+        assert cluster is not None
+        say(
+            request.config,
+            f"redis cluster: 3 masters + 3 replicas from {cluster.url}, "
+            f"started in {cluster.start_seconds:.1f} s",
+        )
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -371,26 +292,29 @@ async def redis_client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redi
 
 
 class IsolatedServices:
-    """Private Kafka brokers / Redis servers for tests that kill or restart them.
+    """Private Kafka brokers / Redis servers / Redis Clusters for tests that kill or restart them.
 
-    ``broker = await isolated_services.kafka()``, ``redis = await isolated_services.redis()``;
-    then ``await broker.akill()``, ``await broker.arestart()``,
-    ``await redis.arestart(wipe_data=True)``... Everything is stopped after the test.
-    Always local processes (launcher), even with Docker, since tests signal their pids.
+    ``broker = await isolated_services.kafka()``, ``redis = await isolated_services.redis()``,
+    ``cluster = await isolated_services.cluster()``; then ``await broker.akill()``,
+    ``await broker.arestart()``, ``await redis.arestart(wipe_data=True)``,
+    ``cluster.kill_node(port)``... Everything is stopped after the test. Always local
+    processes (launcher), even with Docker, since tests signal their pids.
     """
 
     def __init__(self, config: pytest.Config, base_dir: Path) -> None:
         self.config = config
         self.base_dir = base_dir
-        self.started: list[KafkaBroker | RedisServer] = []
+        self.started: list[Services] = []
 
-    async def kafka(self, **kwargs: object) -> KafkaBroker:
-        await asyncio.to_thread(ensure_kafka_jars)
-        broker = KafkaBroker(
-            port=free_port(), data_dir=self.base_dir / f"kafka-{len(self.started)}", **kwargs
-        )
-        self.started.append(broker)
-        await broker.astart()
+    async def _start(self, **wanted: bool) -> Services:
+        data_dir = self.base_dir / f"services-{len(self.started)}"
+        svc = await asyncio.to_thread(start_services, data_dir=data_dir, **wanted)
+        self.started.append(svc)
+        return svc
+
+    async def kafka(self) -> KafkaBroker:
+        broker = (await self._start(kafka=True, redis=False)).broker
+        assert isinstance(broker, KafkaBroker)
         say(
             self.config,
             f"isolated kafka {broker.version} at {broker.bootstrap} started in {broker.start_seconds:.1f} s",
@@ -398,10 +322,14 @@ class IsolatedServices:
         return broker
 
     async def redis(self) -> RedisServer:
-        server = RedisServer(port=free_port(), data_dir=self.base_dir / f"redis-{len(self.started)}")
-        self.started.append(server)
-        await server.astart()
+        server = (await self._start(kafka=False, redis=True)).redis
+        assert isinstance(server, RedisServer)
         return server
+
+    async def cluster(self) -> RedisCluster:
+        cluster = (await self._start(kafka=False, redis=False, cluster=True)).cluster
+        assert cluster is not None
+        return cluster
 
     def stop_all(self) -> None:
         for svc in reversed(self.started):

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,7 +21,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 from processor.app import Processor
 from processor.config import Settings, load_settings
 from processor.topics import ensure_topics
-from producer_sim.processor_proc import spawn
+from producer_sim.processor_proc import ProcessorProcess
 
 TEST_SECRET = "test-secret-0123456789abcdef-0123456789"
 
@@ -122,29 +119,6 @@ class RunningProcessor:
 
 
 @dataclass
-class ProcessorProcess:
-    """`python -m processor` as an OS process, for tests that kill or pause it."""
-
-    popen: subprocess.Popen
-    log_path: Path
-
-    def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.popen.wait(10)
-
-    def terminate(self, timeout: float = 30) -> int:
-        self.signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-@dataclass
 class Flow:
     bootstrap: str
     redis_url: str
@@ -200,8 +174,7 @@ class Flow:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(running.task, 30)
         for proc in self._processes:
-            if proc.popen.poll() is None:
-                proc.kill()
+            proc.kill()
         if self._producer is not None:
             await self._producer.stop()
         for reader in (self._verdicts, self._dlq):
@@ -316,9 +289,9 @@ class Flow:
         return running
 
     def spawn_processor(self, log_dir: Path, **env_overrides: str) -> ProcessorProcess:
+        """A started `python -m processor` on this flow's topics and group (killed at the end)."""
         s = self.settings
         env = {
-            **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers,
             "REDIS_URL": s.redis_url,
             "REDIS_CLUSTER": "true" if s.redis_cluster else "false",
@@ -329,7 +302,6 @@ class Flow:
             "REPLY_TOPICS": s.reply_topics,
             "CONSUMER_GROUP": s.consumer_group,
             "JWT_SECRET": TEST_SECRET,
-            "HTTP_PORT": "0",
             "TOPIC_PARTITIONS": str(s.topic_partitions),
             "MAX_STREAMS": str(s.max_streams),
             "LEASE_TTL_SECONDS": str(s.lease_ttl_seconds),
@@ -339,8 +311,9 @@ class Flow:
             "HEARTBEAT_INTERVAL_MS": str(s.heartbeat_interval_ms),
             **env_overrides,
         }
+        port = int(env.pop("HTTP_PORT", 0)) or None  # a free port unless the test names one
         log_path = log_dir / f"processor-{len(self._processes)}.log"
-        proc = ProcessorProcess(spawn(env, log_path), log_path)
+        proc = ProcessorProcess(env, log_path, http_port=port).start()
         self._processes.append(proc)
         return proc
 
@@ -370,110 +343,3 @@ class Flow:
         for v in self.verdicts():
             out.setdefault(v["eventId"], []).append(v)
         return out
-
-
-# -- the HTTP gateway (gateway/) ------------------------------------------------------------
-
-GATEWAY_TEST_SECRET = "gateway-test-auth-secret-0123456789abcdef"
-
-
-def bearer(user: str, plan: str | None = None, ttl: int = 3600, secret: str = GATEWAY_TEST_SECRET) -> dict:
-    """An Authorization header for `user`, HS256 with the test gateways' auth secret."""
-    import jwt
-
-    now = int(time.time())
-    claims: dict = {"sub": user, "iat": now, "exp": now + ttl}
-    if plan is not None:
-        claims["plan"] = plan
-    return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
-
-
-@dataclass
-class RunningGateway:
-    """A gateway served by uvicorn on this test's event loop, on a free port of 127.0.0.1."""
-
-    server: object  # uvicorn.Server
-    task: asyncio.Task
-    url: str
-    app: object  # the FastAPI app; app.state.gateway is the Gateway
-
-    @property
-    def gateway(self):
-        return self.app.state.gateway  # type: ignore[attr-defined]
-
-    async def stop(self) -> None:
-        self.server.should_exit = True  # type: ignore[attr-defined]
-        await asyncio.wait_for(self.task, 30)
-
-
-def gateway_settings(flow: Flow, **overrides: object):
-    """Gateway settings on `flow`'s topics; every gateway of one flow shares its replies topic and group."""
-    from gateway.settings import load_gateway_settings
-
-    s = flow.settings
-    suffix = s.events_topic.removeprefix("events-")
-    values: dict = {
-        "kafka_bootstrap_servers": s.kafka_bootstrap_servers,
-        "redis_url": s.redis_url,
-        "redis_cluster": s.redis_cluster,
-        "events_topic": s.events_topic,
-        "verdicts_topic": s.verdicts_topic,
-        "topic_partitions": s.topic_partitions,
-        "gateway_replies_topic": f"replies-{suffix}",
-        "gateway_consumer_group": f"gateway-{suffix}",
-        "gateway_reply_partitions": 4,
-        # Tests that want a timeout set one; others must not see a 504 on a busy machine.
-        "gateway_verdict_timeout_ms": 10_000,
-        "gateway_auth_secret": GATEWAY_TEST_SECRET,
-        "jwt_secret": TEST_SECRET,
-        "gateway_host": "127.0.0.1",
-        "gateway_port": 0,
-    }
-    values.update(overrides)
-    return load_gateway_settings(**values)
-
-
-@contextlib.asynccontextmanager
-async def running_gateway(flow: Flow, ready: bool = True, **overrides: object):
-    """`async with running_gateway(flow, gateway_on_timeout="allow") as gw:` (gw.url), stopped after.
-
-    With `ready`, waits until GET /health answers 200 (it owns a reply partition).
-    """
-    import socket
-
-    import httpx
-    import uvicorn
-
-    from gateway.app import create_app
-
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):  # the test runner keeps its own signal handlers
-            yield
-
-    app = create_app(gateway_settings(flow, **overrides))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, access_log=False, log_config=None, lifespan="on", http="httptools")
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    running = RunningGateway(server, task, f"http://127.0.0.1:{sock.getsockname()[1]}", app)
-    try:
-        if ready:
-            async with httpx.AsyncClient(base_url=running.url) as client:
-
-                async def healthy() -> bool:
-                    if task.done():
-                        task.result()
-                    try:
-                        return (await client.get("/health")).status_code == 200
-                    except httpx.TransportError:
-                        return False
-
-                await wait_until(healthy, 30, interval=0.05, what="gateway /health 200")
-        yield running
-    finally:
-        if not task.done():
-            await running.stop()
-        sock.close()

@@ -32,10 +32,9 @@ def partitions_on(cluster: RedisCluster, events_topic: str, partitions: int) -> 
 
 
 async def test_a_killed_master_fails_over_and_nothing_is_lost_or_its_partitions_halt(
-    chaos_flow, tmp_path, record_figures
+    chaos_flow, isolated_services, tmp_path, record_figures
 ):
-    cluster = RedisCluster.on_free_ports(tmp_path / "cluster")
-    await asyncio.to_thread(cluster.start)
+    cluster = await isolated_services.cluster()
     try:
         async with chaos_flow(partitions=6, redis=cluster.url, redis_cluster=True) as flow:
             s = flow.settings
@@ -78,7 +77,7 @@ async def test_a_killed_master_fails_over_and_nothing_is_lost_or_its_partitions_
                     faults="SIGKILL of a Redis Cluster master under load",
                 )
             )
-            assert proc.alive(), proc.proc.log()[-3000:]
+            assert proc.running, proc.log()[-3000:]
             if halted:
                 # Only state loss halts, and only partitions of the shard that failed over.
                 assert set(halted["haltReasons"].values()) == {"state_lost"}, halted

@@ -53,7 +53,7 @@ async def test_three_processors_on_a_redis_cluster_one_killed_and_restarted_ever
         await asyncio.sleep(3)
         assert not run.done(), run.result()
         victim = procs[1]
-        victim.proc.kill()
+        victim.kill()
         restarted = flow.spawn(tmp_path)
         await restarted.wait_healthy()
         report = await run
@@ -73,5 +73,5 @@ async def test_three_processors_on_a_redis_cluster_one_killed_and_restarted_ever
         assert (check["mismatches"], check["missing"], check["malformed_verdicts"]) == (0, 0, 0), check
         assert report["verdicts"]["unique"] > 1000
         assert report["ok"], check
-        assert all(p.alive() for p in (procs[0], procs[2], restarted))
+        assert all(p.running for p in (procs[0], procs[2], restarted))
         assert_clean(verified)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import signal
 
 from processor.lease_store import _load_lua
 from producer_sim.verifier import Verifier
-from tests.chaos.support import RedisReplyDropper, assert_clean, figures
+from tests.chaos.redis_proxy import RedisReplyDropper
+from tests.chaos.support import assert_clean, figures
 from tests.harness import wait_until
 
 
@@ -34,8 +34,8 @@ async def test_processor_killed_three_times_under_load_loses_nothing_and_applies
         kills = 0
         for _ in range(3):
             await asyncio.sleep(rng.uniform(0.5, 3.0))  # a random moment, under load
-            assert proc.alive()
-            proc.proc.kill()
+            assert proc.running
+            proc.kill()
             kills += 1
             proc = flow.spawn(tmp_path)
             await proc.wait_healthy()
@@ -66,7 +66,7 @@ async def test_rebalance_churn_one_to_three_to_one_processors_under_load_decides
 
         await wait_until(three_share, 45, interval=0.2, what="three processors sharing the partitions")
         await load.wait_acked(load.stats.acked + 900)
-        codes = [p.proc.terminate(30) for p in more]
+        codes = [p.terminate(30) for p in more]
         await wait_until(
             lambda: _owns_all(first, s.topic_partitions),
             30,
@@ -99,7 +99,7 @@ async def test_zombie_processor_paused_past_its_session_is_fenced_and_causes_no_
         await zombie.wait_healthy()
         load = await flow.load(seed=13, duplicates=0.03, late=0.05)
         await load.wait_acked(rng.randint(300, 900))
-        zombie.proc.signal(signal.SIGSTOP)
+        zombie.pause()  # SIGSTOP
         paused_at = asyncio.get_running_loop().time()
         await wait_until(
             lambda: _owns_all(live, s.topic_partitions),
@@ -109,10 +109,10 @@ async def test_zombie_processor_paused_past_its_session_is_fenced_and_causes_no_
         )
         await load.wait_acked(load.stats.acked + 600)  # the group moved on: more events decided meanwhile
         paused_for = asyncio.get_running_loop().time() - paused_at
-        zombie.proc.signal(signal.SIGCONT)
+        zombie.resume()  # SIGCONT
         # The zombie wakes up with its old assignment and whatever it had fetched; let it act,
         # rejoin and share the partitions again.
-        await wait_until(zombie.healthy, 45, interval=0.2, what="the zombie rejoining the group")
+        await zombie.wait_healthy(45)  # the zombie rejoining the group
         await load.wait_acked(load.stats.acked + 600)
         stats = await load.finish()
         await flow.wait_drained()
@@ -143,8 +143,8 @@ async def test_sigterm_under_load_exits_zero_and_commits_exactly_what_it_publish
         await proc.wait_healthy()
         load = await flow.load(seed=14, late=0.05, without_event_id=0.05, malformed=0.01)
         await load.wait_acked(rng.randint(600, 1200))
-        code = proc.proc.terminate(30)
-        assert code == 0, proc.proc.log()[-3000:]
+        code = proc.terminate(30)
+        assert code == 0, proc.log()[-3000:]
         # What the stopped processor left: committed offsets and the verdicts it published.
         committed = await flow.committed()
         at_stop = await flow.verifier(redis=False)
@@ -196,8 +196,9 @@ async def test_records_fetched_before_a_new_partition_is_claimed_are_decided_not
         backlog = await flow.load(seed=15, rate=2000, events=800, late=0.05)
         stats = await backlog.finish()
         proc = flow.spawn(tmp_path, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0")
-        await wait_until(lambda: proc.healthy(), 45, interval=0.2, what="processor healthy")
-        await wait_until(lambda: len(proc.logged("partitions assigned")) > 0, 30, what="partitions claimed")
+        await proc.wait_healthy(45)
+        # Ready means consuming: not UP while the claims (2 s here) are still being taken.
+        assert proc.logged("partitions assigned"), "/health was UP before the partitions were claimed"
         tail = await flow.load(seed=16, rate=1000, events=200)  # later events: commits move on
         await tail.finish()
         await flow.wait_drained(30)

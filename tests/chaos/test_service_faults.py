@@ -13,7 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from processor.lease_store import _load_lua
-from tests.chaos.support import RedisReplyDropper, assert_clean, figures
+from tests.chaos.redis_proxy import RedisReplyDropper
+from tests.chaos.support import assert_clean, figures
 from tests.harness import wait_until
 
 
@@ -30,7 +31,7 @@ async def test_broker_restart_under_load_is_ridden_out_by_processor_and_producer
         await load.wait_acked(load.stats.acked + 900, within=90)
         stats = await load.finish()
         await flow.wait_drained(90)
-        assert proc.alive(), proc.proc.log()[-3000:]
+        assert proc.running, proc.log()[-3000:]
         retries = await proc.metric("concurrency_retries_total")
         report = await flow.verify()
         record_figures(figures(report, stats, faults="broker stop + start", processor_retries=retries))
@@ -53,7 +54,7 @@ async def test_redis_killed_under_load_and_restarted_with_its_aof_loses_nothing(
         await load.wait_acked(load.stats.acked + 900)
         stats = await load.finish()
         await flow.wait_drained()
-        assert proc.alive(), proc.proc.log()[-3000:]
+        assert proc.running, proc.log()[-3000:]
         retries = await proc.metric("concurrency_retries_total", what="redis")
         report = await flow.verify()
         record_figures(figures(report, stats, faults="redis SIGKILL + restart",
@@ -93,7 +94,7 @@ async def test_redis_state_loss_halts_deciding_until_an_operator_accepts_it(
         assert sorted(x["partition"] for x in error_lines) == list(range(parts))
         assert committed == decided  # not one event decided against the empty state
 
-        code = proc.proc.terminate(30)
+        code = proc.terminate(30)
         accepted = flow.spawn(tmp_path, ACCEPT_STATE_LOSS="true")
         await accepted.wait_healthy()
         await flow.wait_drained()

@@ -61,7 +61,7 @@ async def test_slots_moved_under_load_lose_nothing_and_end_balanced(
                     per_master=sorted(len(p) for p in after.values()), processor_redis_retries=retries)
         )  # fmt: skip
         assert sorted(len(p) for p in after.values()) == [2, 2, 2]
-        assert proc.alive()
+        assert proc.running
         assert_clean(report)
         with redis.Redis(host=host, port=port) as client:
             assert spread(masters_of(client), partition_slots(s.events_topic, s.topic_partitions)) == after

@@ -8,7 +8,8 @@ import httpx
 import jwt
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.harness import GATEWAY_TEST_SECRET, TEST_SECRET, bearer, running_gateway
+from tests.gateway_harness import GATEWAY_TEST_SECRET, bearer, running_gateway
+from tests.harness import TEST_SECRET
 
 
 async def events_written(flow) -> int:

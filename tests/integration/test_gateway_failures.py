@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import jwt
 
-from tests.harness import TEST_SECRET, bearer, running_gateway, wait_until
+from tests.gateway_harness import bearer, running_gateway
+from tests.harness import TEST_SECRET, wait_until
 
 
 def metric(text: str, line_start: str) -> float:
@@ -27,8 +28,15 @@ async def test_no_verdict_is_504_with_retry_after_and_the_same_key_succeeds_once
             httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
         ):
             me = bearer("u-late")
-            r = await http.post("/v1/sessions", json={"sessionId": "s-1"}, headers=me)
-            assert r.status_code == 200
+            first = {"Idempotency-Key": "first"}
+
+            async def answered() -> httpx.Response | None:
+                # The first call is the cold path (producers, reply consumer): retried like a client.
+                r = await http.post("/v1/sessions", json={"sessionId": "s-1"}, headers={**me, **first})
+                return None if r.status_code == 504 else r
+
+            r = await wait_until(answered, 30, interval=0.2, what="the first call answered")
+            assert r.status_code == 200, r.text
             await running.stop()
             key = {"Idempotency-Key": "retry-me"}
             r = await http.post("/v1/sessions", json={"sessionId": "s-2"}, headers={**me, **key})
@@ -51,6 +59,7 @@ async def test_no_verdict_is_504_with_retry_after_and_the_same_key_succeeds_once
             assert (got["reason"], got["activeStreams"]) == ("started", 2)
             metrics = (await http.get("/metrics")).text
         assert metric(metrics, 'gateway_verdict_timeouts_total{call="start"}') >= 1
+        await flow.wait_events(timed_out["eventId"])  # the reply may come before the verdicts reader has it
         ids = {v["verdictId"] for v in flow.verdicts() if v["eventId"] == timed_out["eventId"]}
         assert ids == {got["verdictId"]}
 
@@ -83,7 +92,7 @@ async def test_fail_open_gives_starts_and_heartbeats_a_60_s_token_counted_and_st
 async def test_a_full_wait_map_answers_503_instead_of_growing(flow):
     await flow._running[0].stop()
     async with (
-        running_gateway(flow, gateway_max_in_flight=1, gateway_verdict_timeout_ms=3000) as gw,
+        running_gateway(flow, gateway_max_in_flight=1, gateway_verdict_timeout_ms=5000) as gw,
         httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
     ):
         me = bearer("u-full")
@@ -128,7 +137,7 @@ async def test_one_user_cannot_hold_every_place_it_gets_429_and_others_still_wai
     await flow._running[0].stop()  # no verdict comes: the calls stay in flight
     async with (
         running_gateway(
-            flow, gateway_max_in_flight=10, gateway_max_in_flight_per_user=2, gateway_verdict_timeout_ms=4000
+            flow, gateway_max_in_flight=10, gateway_max_in_flight_per_user=2, gateway_verdict_timeout_ms=8000
         ) as gw,
         httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
     ):

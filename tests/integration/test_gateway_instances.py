@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import orjson
 
-from tests.harness import bearer, running_gateway, wait_until
+from tests.gateway_harness import bearer, running_gateway
+from tests.harness import wait_until
 
 
 async def test_two_instances_share_200_calls_and_every_call_gets_its_own_verdict(flow_factory):
@@ -42,6 +43,8 @@ async def test_two_instances_share_200_calls_and_every_call_gets_its_own_verdict
             timeouts = [g.gateway.metrics.timeouts.labels("start")._value.get() for g in (one, two)]
             matched = [g.gateway.metrics.replies.labels("matched")._value.get() for g in (one, two)]
         assert sorted(a.status_code for a in answers) == [200] * 150 + [409] * 50
+        # The replies may come before the verdicts reader has the verdicts.
+        await flow.wait_events(*(a.json()["eventId"] for a in answers))
         by_event = {
             orjson.loads(r.value)["eventId"]: r.value
             for r in flow.verdict_records()

@@ -23,7 +23,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.harness import bearer, running_gateway
+from tests.gateway_harness import bearer, running_gateway
 
 EXAMPLES = 15  # per operation and mode: a bounded run (150 calls, a few seconds)
 CHECKS = [

@@ -9,7 +9,8 @@ import jwt
 import orjson
 
 from gateway.demo_session import run
-from tests.harness import GATEWAY_TEST_SECRET, TEST_SECRET, bearer, running_gateway
+from tests.gateway_harness import GATEWAY_TEST_SECRET, bearer, running_gateway
+from tests.harness import TEST_SECRET
 
 CONFLICT_KEYS = {"sessionId", "deviceId", "deviceClass", "contentId", "startedAt", "leaseExpiresAt"}
 
@@ -55,7 +56,9 @@ async def test_every_rule_answers_with_its_status_and_the_verdict_bytes_of_the_v
             assert all(set(c) == CONFLICT_KEYS for c in denied["conflicts"])
             assert denied["conflicts"][0]["deviceId"] == "phone-0"
             assert denied["nextFreeAt"] == min(c["leaseExpiresAt"] for c in denied["conflicts"])
-            # The body is the verdict as the processor published it, byte for byte.
+            # The body is the verdict as the processor published it, byte for byte (the reply
+            # and the verdict are produced side by side: wait for the verdicts reader too).
+            await flow.wait_events(denied["eventId"])
             assert [r.content] == verdict_bytes(flow, denied["eventId"])
 
             first = started[0]["sessionId"]
@@ -91,6 +94,7 @@ async def test_every_rule_answers_with_its_status_and_the_verdict_bytes_of_the_v
                 "phone-app",
             )
             assert ended["activeStreams"] == 1
+            await flow.wait_events(ended["eventId"])  # its revoke is in the same record batch
             revokes = [
                 v for v in flow.verdicts() if v["eventId"] == ended["eventId"] and v["decision"] == "revoke"
             ]

@@ -25,7 +25,12 @@ async def test_health_is_up_while_consuming_and_metrics_count_decisions(flow: Fl
     await flow.send_raw(b"nope", at=1)
     await flow.wait_verdicts(1)
     await flow.wait_dead_letters(1)
-    status, metrics = await get(running.processor.http_port, "/metrics")
+
+    async def counted() -> tuple[int, str] | None:  # counted once Kafka acknowledged the records
+        status, text = await get(running.processor.http_port, "/metrics")
+        return (status, text) if 'concurrency_dlq_total{error="not_json"}' in text else None
+
+    status, metrics = await wait_until(counted, 10, what="the decision and the dead letter counted")
     assert status == 200
     assert 'concurrency_events_total{decision="allow",reason="started",type="start"} 1.0' in metrics
     assert 'concurrency_dlq_total{error="not_json"} 1.0' in metrics
@@ -65,7 +70,7 @@ async def test_sigterm_finishes_the_batch_commits_and_exits_zero(flow: Flow, tmp
     except TimeoutError:
         raise AssertionError(f"no verdicts from the processor process; its log:\n{proc.log()}") from None
     proc.signal(signal.SIGTERM)
-    assert proc.popen.wait(30) == 0, proc.log()
+    assert proc.wait(30) == 0, proc.log()
     consumer = AIOKafkaConsumer(bootstrap_servers=flow.bootstrap, group_id=flow.settings.consumer_group)
     await consumer.start()
     try:

@@ -22,7 +22,6 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from compose.launcher import free_port
 from producer_sim.kafka_io import install_policies
 from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorProcess
@@ -91,14 +90,10 @@ def running_processor(
             "OVERFLOW_POLICY": overflow_policy,
             "JWT_SECRET": SECRET,
         }
-        proc = ProcessorProcess(env, free_port(), tmp_path / "processor.log")
-        proc.start()
-        try:
-            await asyncio.to_thread(proc.wait_healthy, 90.0)
+        async with ProcessorProcess(env, tmp_path / "processor.log") as proc:
+            await proc.wait_healthy(90.0)
             yield settings
             assert proc.running, f"the processor exited:\n{proc.log_tail()}"
-        finally:
-            await asyncio.to_thread(proc.stop)
 
     return start
 
