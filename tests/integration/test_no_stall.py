@@ -99,6 +99,12 @@ async def test_a_verdicts_topic_that_refuses_every_record_is_classified_counted_
         await admin.alter_configs(
             [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": "64"})]
         )
+
+        async def in_force() -> bool:  # alter_configs answers before the broker applies it
+            [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            return {e[0]: e[1] for e in resp.resources[0][4]}.get("max.message.bytes") == "64"
+
+        await wait_until(in_force, 10, interval=0.05, what="max.message.bytes=64 in force")
         await flow.send("start", "u1", "s1", at=0, event_id="while-refused")
 
         async def health_says_failing():
