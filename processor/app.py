@@ -114,6 +114,7 @@ class Processor:
                 s.overflow_policy,
                 s.event_id_memory,
                 s.idle_user_ttl_seconds * 1000,
+                s.max_expiries_per_call,
             ),
         )
         await self._retry_redis("Redis mode check", lambda: check_redis_mode(self._redis, s.redis_cluster))

@@ -58,6 +58,10 @@ class Settings(CommonSettings):
     fetch_timeout_ms: int = Field(200, ge=1)
     fetch_max_wait_ms: int = Field(10, ge=1)
     idle_user_ttl_seconds: int = Field(86_400, ge=60)
+    # Expiry-index entries one script call may work through (0: no bound). A partition silent
+    # for longer than the TTL expires all its leases at its next record: unbounded, 50,000 of
+    # them held that Redis for seconds; bounded, the batch is decided in several calls.
+    max_expiries_per_call: int = Field(2000, ge=0)
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)

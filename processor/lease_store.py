@@ -104,6 +104,9 @@ class Rules:
     overflow_policy: str
     event_id_memory: int
     idle_user_ttl_ms: int
+    # Index entries one script call may look at (0: no bound): a partition silent for longer than
+    # the TTL would otherwise expire all its leases in one call, blocking that Redis meanwhile.
+    max_expiries_per_call: int = 0
 
 
 class Expiry(NamedTuple):
@@ -228,9 +231,8 @@ class LeaseStore:
         policy of each event (default: the settings' limit for all).
         """
         tag = self._tag(partition)
-        keys = [self.partition_key(partition)]
-        keys += [f"{tag}:u:{ev.user_id}" for _, _, ev in events]  # user_key(), inlined (hot path)
-        keys.append(f"{tag}:x")  # expiry_index_key()
+        head_key, index_key = self.partition_key(partition), f"{tag}:x"  # expiry_index_key()
+        user_keys = [f"{tag}:u:{ev.user_id}" for _, _, ev in events]  # user_key(), inlined (hot path)
         # The batch's distinct policies go once; each event names its own by position (1-based).
         if policies is None:
             policies = [self._settings_policy] * len(events)
@@ -246,41 +248,49 @@ class LeaseStore:
                 table.append((kind, policy.max_streams, 1 if policy.evict else 0, policy.classes))
                 number = index[id(policy)] = len(table)
             numbers.append(number)
-        blob = orjson.dumps(
-            [
-                (
-                    offset,
-                    ev.type,
-                    ev.session_id,
-                    timestamp if 0 < timestamp < MAX_EVENT_MS else (0 if timestamp <= 0 else MAX_EVENT_MS),
-                    ev.event_id or "",
-                    ev.device_id,
-                    ev.content_id,
-                    ev.target_session_id or "",
-                    ev.device_class or "",
-                    number,
-                )
-                for (offset, timestamp, ev), number in zip(events, numbers, strict=True)
-            ]
-        )
-        args = [
-            epoch,
-            *self._fixed_args,
-            committed,
-            last_offset,
-            self.rules.idle_user_ttl_ms,
-            self.rules.event_id_memory,
-            blob,
-            orjson.dumps(table),
-            applied_before,
+        rows = [
+            (
+                offset,
+                ev.type,
+                ev.session_id,
+                timestamp if 0 < timestamp < MAX_EVENT_MS else (0 if timestamp <= 0 else MAX_EVENT_MS),
+                ev.event_id or "",
+                ev.device_id,
+                ev.content_id,
+                ev.target_session_id or "",
+                ev.device_class or "",
+                number,
+            )
+            for (offset, timestamp, ev), number in zip(events, numbers, strict=True)
         ]
-        reply = await self._decide(keys=keys, args=args)
-        if reply.startswith(b"FENCED"):
-            raise FencedError(partition, epoch, reply)
-        if reply.startswith(b"BEHIND"):
-            raise StateBehind(partition, applied_before, reply)
-        leases, *results = orjson.loads(reply)
-        return Decided([_result(r) for r in results], leases)
+        policy_blob = orjson.dumps(table)
+        results: list[Result] = []
+        while True:
+            # A call bounded by max_expiries_per_call stops before the record that has more due
+            # (MORE): the rest of the batch goes again, from that record, until all is decided.
+            done = len(results)
+            args = [
+                epoch,
+                *self._fixed_args,
+                committed,
+                last_offset,
+                self.rules.idle_user_ttl_ms,
+                self.rules.event_id_memory,
+                orjson.dumps(rows[done:]) if done else orjson.dumps(rows),
+                policy_blob,
+                applied_before,
+                self.rules.max_expiries_per_call,
+            ]
+            reply = await self._decide(keys=[head_key, *user_keys[done:], index_key], args=args)
+            if reply.startswith(b"FENCED"):
+                raise FencedError(partition, epoch, reply)
+            if reply.startswith(b"BEHIND"):
+                raise StateBehind(partition, applied_before, reply)
+            partial = reply.startswith(b"MORE:")
+            leases, *more = orjson.loads(reply[5:] if partial else reply)
+            results += [_result(r) for r in more]
+            if not partial:
+                return Decided(results, leases)
 
     async def active_lease_counts(self, partition: int) -> dict[str, int]:
         """The partition's active leases per device class ('' = none), as the ledger counts them."""

@@ -24,9 +24,14 @@
 --             its position here. Absent: every event gets the settings (ARGV[2], ARGV[4]).
 --
 -- ARGV[11]    the highest offset this owner already had applied (-1: none yet)
+-- ARGV[12]    the most index entries one call may look at (absent or 0: no bound). A record
+--             whose stream time has more due stops the call before it is decided (see MORE).
 --
 -- Returns 'FENCED:<epoch>' when a newer owner took the partition (nothing is written),
 -- 'BEHIND:<applied>' when the applied offset is below ARGV[11] (state lost; nothing written),
+-- 'MORE:' .. the JSON array below for the events before the record that ran out of the ARGV[12]
+-- bound: the caller calls again with the rest. The expiries already done for that record wait in
+-- the partition hash (field pe) and lead its result when it is decided; `applied` stops below it.
 -- else a JSON array: first {deviceClass = active leases} of the partition after the batch
 -- ('' = no class), then one result per event:
 --   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now]  (kind 'd', nothing revoked)
@@ -100,6 +105,11 @@ local user_prefix = sub(part, 1, -2) .. 'u:' -- part is '<tag>:p'
 local stream_time = tonumber(fields.st or '0')
 local next_due = fields.nx and tonumber(fields.nx) -- nil: the index is empty
 local head_dirty = false
+local budget = tonumber(ARGV[12] or '0') -- index entries this call may still look at
+if budget <= 0 then budget = nil end
+local pending = fields.pe -- expiries done for a record a bounded call stopped before (joined JSON)
+local pending_dirty = false
+local more = false       -- expire_due ran out of budget with entries still due
 -- Active leases per device class ('' = none), as the ledger counts them: from start until
 -- stop, eviction, terminate or expiry by stream time.
 local counts, counts_dirty = {}, {}
@@ -395,6 +405,14 @@ local function expire_due()
       if far and (next_due == nil or far < next_due) then next_due = far end
       return list and table.concat(list, ',')
     end
+    if budget ~= nil then
+      if budget == 0 then -- the rest in the next call: this entry is the earliest due one
+        more = true
+        next_due = item[1]
+        return list and table.concat(list, ',')
+      end
+      budget = budget - 1
+    end
     local score, member = item[1], item[2]
     local sep = find(member, '\0\0', 1, true)
     local user_id, sid = sub(member, 1, sep - 1), sub(member, sep + 2)
@@ -425,6 +443,7 @@ local function expire_due()
 end
 
 local out = {}
+local stopped_at = nil -- the offset of the record a bounded call stopped before
 for n, ev in ipairs(events) do
   local offset = ev[1]
   local offset_text = format('%d', offset)
@@ -476,6 +495,14 @@ for n, ev in ipairs(events) do
       head_dirty = true
     end
     if next_due ~= nil and stream_time >= next_due then expired = expire_due() end
+    if pending then -- done by earlier calls for this record: they come first
+      expired = expired and (pending .. ',' .. expired) or pending
+      pending, pending_dirty = nil, true
+    end
+    if more then
+      pending, pending_dirty, stopped_at = expired, true, offset
+      break
+    end
     local id_prefix, key2, tag, session = nil, nil, nil, nil
     local result = nil
     if event_id ~= '' then
@@ -684,7 +711,16 @@ for j = 1, #adds, 1000 do redis.call('ZADD', index, unpack(adds, j, math.min(j +
 for j = 1, #rems, 1000 do redis.call('ZREM', index, unpack(rems, j, math.min(j + 999, #rems))) end
 
 local head_fields = {}
+if stopped_at then last = stopped_at - 1 end -- the rest of the batch is not applied yet
 if last > applied then head_fields[#head_fields + 1] = 'applied'; head_fields[#head_fields + 1] = last end
+if pending_dirty then
+  if pending then
+    head_fields[#head_fields + 1] = 'pe'
+    head_fields[#head_fields + 1] = pending
+  else
+    redis.call('HDEL', part, 'pe')
+  end
+end
 if head_dirty then
   head_fields[#head_fields + 1] = 'st'
   head_fields[#head_fields + 1] = format('%d', stream_time)
@@ -700,4 +736,6 @@ for class in pairs(counts_dirty) do
   head_fields[#head_fields + 1] = counts[class]
 end
 if #head_fields > 0 then redis.call('HSET', part, unpack(head_fields)) end
-return '[' .. cjson.encode(counts) .. (#out > 0 and ',' or '') .. table.concat(out, ',') .. ']'
+local reply = '[' .. cjson.encode(counts) .. (#out > 0 and ',' or '') .. table.concat(out, ',') .. ']'
+if stopped_at then return 'MORE:' .. reply end
+return reply

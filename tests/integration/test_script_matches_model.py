@@ -126,13 +126,14 @@ def expected(decision: Decision) -> Result:
     )
 
 
-def rules_with(policy: str, event_id_memory: int) -> Rules:
+def rules_with(policy: str, event_id_memory: int, max_expiries_per_call: int = 0) -> Rules:
     return Rules(
         max_streams=MAX_STREAMS,
         lease_ttl_ms=90_000,
         overflow_policy=policy,
         event_id_memory=event_id_memory,
         idle_user_ttl_ms=3_600_000,
+        max_expiries_per_call=max_expiries_per_call,
     )
 
 
@@ -165,8 +166,14 @@ def labels(want: list[Result]) -> None:
 
 
 async def run_both(
-    redis_target: RedisTarget, overflow: str, u3_partition: int, batches: list[tuple[int, dict, list[tuple]]]
+    redis_target: RedisTarget,
+    overflow: str,
+    u3_partition: int,
+    batches: list[tuple[int, dict, list[tuple]]],
+    expiry_bound: int = 0,
 ) -> None:
+    """`expiry_bound`: MAX_EXPIRIES_PER_CALL (small ones split a batch into several calls, which
+    the model knows nothing of: the verdicts must not change)."""
     redis = redis_target.connect()
     partition_of = {"u1": 0, "u2": 0, "u3": u3_partition}
     try:
@@ -178,7 +185,9 @@ async def run_both(
         sent: list[DecodedEvent] = []
         history: dict[int, list[tuple[tuple[int, int, DecodedEvent], Result]]] = {0: [], 1: []}
         for event_id_memory, records, batch in batches:
-            store = LeaseStore(redis, topic, rules_with(overflow, event_id_memory))
+            store = label_split_calls(
+                LeaseStore(redis, topic, rules_with(overflow, event_id_memory, expiry_bound))
+            )
             model.event_id_memory = event_id_memory
             table = policies_of(records, overflow)
             events: dict[int, list] = {0: [], 1: []}
@@ -232,6 +241,20 @@ async def run_both(
         await redis.aclose()
 
 
+def label_split_calls(store: LeaseStore) -> LeaseStore:
+    """Label the examples where a bound on expiries split a batch into several script calls."""
+    call = store._decide
+
+    async def labelled(**kwargs):
+        reply = await call(**kwargs)
+        if reply.startswith(b"MORE:"):
+            label("a batch decided in several calls (expiry bound)")
+        return reply
+
+    store._decide = labelled
+    return store
+
+
 def counts_of(leases: dict[str, int]) -> dict[str | None, int]:
     """The script's per-class counts as the model keeps them ('' = None; zero counts dropped)."""
     return {(k or None): n for k, n in leases.items() if n}
@@ -265,11 +288,12 @@ def mismatch(events: list, policies: list[Policy], got: list[Result], want: list
     ),
     overflow=st.sampled_from(["reject", "evict_oldest"]),
     u3_partition=st.sampled_from([0, 1]),
+    expiry_bound=st.sampled_from([0, 0, 1, 2, 3]),
 )
 def test_script_decisions_equal_the_reference_model_for_random_event_sequences(
-    redis_target, batches, overflow, u3_partition
+    redis_target, batches, overflow, u3_partition, expiry_bound
 ):
-    asyncio.run(run_both(redis_target, overflow, u3_partition, batches))
+    asyncio.run(run_both(redis_target, overflow, u3_partition, batches, expiry_bound))
 
 
 async def empty_ids_in_the_advice(redis_target: RedisTarget) -> tuple[list[Result], list[Result]]:
