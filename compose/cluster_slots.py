@@ -6,10 +6,9 @@ ranges, which says nothing about where a dozen particular slots land: the 12 tag
 ``playback.events`` fall 2 / 5 / 5 on three masters, so one shard carries 42 % of the load.
 ``balance_partitions`` moves just those slots (with their keys, if any) until every master
 holds ⌊n/m⌋ or ⌈n/m⌉ partitions, with Redis Cluster's own slot-migration commands (the steps
-``redis-cli --cluster reshard`` takes, one chosen slot at a time). A client is redirected with
-ASK during a move and MOVED after it, but move slots holding leases with the processors
-stopped: the decide script reads the user keys of due expiry entries without naming them, and
-such a read during a migration would miss a key already moved.
+``redis-cli --cluster reshard`` takes, one chosen slot at a time). A move is safe while a
+processor runs: every decide call names all the keys it touches, so Redis redirects it (ASK
+during a move, MOVED after) instead of running it on half-moved state.
 """
 
 from __future__ import annotations

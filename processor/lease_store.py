@@ -166,6 +166,9 @@ class LeaseStore:
         self._claim = redis.register_script(_load_lua("claim_partition.lua"))
         self._accept = redis.register_script(_load_lua("accept_state_loss.lua"))
         self._settings_policy = Policy("d", rules.max_streams, rules.overflow_policy == "evict_oldest")
+        # partition -> a lower bound of its expiry index's earliest score (-1: empty), from the
+        # last script reply; unknown until this owner's first call (a claim forgets it).
+        self._next_due: dict[int, int] = {}
         self._fixed_args = [
             rules.max_streams,
             rules.lease_ttl_ms,
@@ -202,6 +205,7 @@ class LeaseStore:
             )
 
     async def claim(self, partition: int) -> Claim:
+        self._next_due.pop(partition, None)
         epoch, applied = await self._claim(keys=[self.partition_key(partition)])
         return Claim(int(epoch), None if applied is None else int(applied))
 
@@ -265,10 +269,12 @@ class LeaseStore:
         ]
         policy_blob = orjson.dumps(table)
         results: list[Result] = []
+        stuck = False
         while True:
             # A call bounded by max_expiries_per_call stops before the record that has more due
             # (MORE): the rest of the batch goes again, from that record, until all is decided.
             done = len(results)
+            due_keys = await self._due_user_keys(partition, tag, index_key, rows[done:], stuck)
             args = [
                 epoch,
                 *self._fixed_args,
@@ -281,16 +287,46 @@ class LeaseStore:
                 applied_before,
                 self.rules.max_expiries_per_call,
             ]
-            reply = await self._decide(keys=[head_key, *user_keys[done:], index_key], args=args)
+            reply = await self._decide(keys=[head_key, *user_keys[done:], *due_keys, index_key], args=args)
             if reply.startswith(b"FENCED"):
+                self._next_due.pop(partition, None)
                 raise FencedError(partition, epoch, reply)
             if reply.startswith(b"BEHIND"):
+                self._next_due.pop(partition, None)
                 raise StateBehind(partition, applied_before, reply)
             partial = reply.startswith(b"MORE:")
-            leases, *more = orjson.loads(reply[5:] if partial else reply)
+            leases, self._next_due[partition], *more = orjson.loads(reply[5:] if partial else reply)
             results += [_result(r) for r in more]
             if not partial:
                 return Decided(results, leases)
+            # Stopped before deciding anything: the entry it met may be due by a stream time
+            # above this batch's records (a late lease's expiry); read the index's head whatever.
+            stuck = not more
+
+    async def _due_user_keys(
+        self, partition: int, tag: str, index_key: str, rows: list[tuple], whatever: bool
+    ) -> list[bytes]:
+        """The user keys of the index entries that may come due in this call, in the script's
+        order (score, member), so that it names every key it touches (DESIGN: keys in KEYS).
+        Read only when the last reply's nx says something may be due by the batch's latest
+        record, or `whatever` the scores (after a call that stopped at once)."""
+        if not rows:  # only dead letters: nothing can move stream time
+            return []
+        horizon: int | str = "+inf" if whatever else max(row[3] for row in rows)
+        next_due = self._next_due.get(partition)
+        if not whatever and next_due is not None and (next_due < 0 or next_due > horizon):
+            return []
+        bound = self.rules.max_expiries_per_call
+        members = await self.redis.zrange(
+            index_key,
+            "-inf",
+            horizon,
+            byscore=True,
+            offset=0 if bound else None,
+            num=bound + 64 if bound else None,
+        )
+        prefix = f"{tag}:u:".encode()
+        return [prefix + m.split(b"\0\0", 1)[0].replace(b"\0\1", b"\0") for m in members]
 
     async def active_lease_counts(self, partition: int) -> dict[str, int]:
         """The partition's active leases per device class ('' = none), as the ledger counts them."""

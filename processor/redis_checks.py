@@ -72,7 +72,7 @@ async def warn_uneven_partitions(redis: Redis | RedisCluster, events_topic: str,
     if counts[-1] - counts[0] > 1:
         log.warning(
             "the events partitions are spread unevenly over the Redis Cluster's masters (%s): "
-            "stop the processors and run `python -m compose.launcher balance` (moves their slots)",
+            "run `python -m compose.launcher balance` (moves their slots) to even the load",
             " / ".join(map(str, counts)),
             extra=where,
         )

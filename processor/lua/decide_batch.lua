@@ -6,11 +6,13 @@
 --             st (stream time), nx (a lower bound of the earliest index entry; absent: none),
 --             'c:<deviceClass>' (active leases of that class; 'c:' = no class)
 -- KEYS[1+i]   state of the user of event i  sc:{<events topic>:<partition>}:u:<userId>
+-- then        the user keys of index entries that may come due in the batch (the caller reads
+--             the index's first due entries before the call): a due entry whose user key is not
+--             among KEYS stops the call before its record, as the ARGV[12] bound does (MORE)
 -- KEYS[#KEYS] the partition's expiry index  sc:{<events topic>:<partition>}:x, a sorted set:
 --             member = userId (each NUL as NUL 0x01) .. NUL NUL .. sessionId, so member order is
 --             (userId, sessionId) code-point order; score = the lease's expiry when indexed
---             (never later than its expiry). A due entry names a user key built from this
---             hash tag (same slot): the only keys not passed in KEYS, unknown until due.
+--             (never later than its expiry)
 -- ARGV[1]     epoch taken by the caller when it was assigned the partition
 -- ARGV[2]     max streams          ARGV[3] lease TTL ms      ARGV[4] 'reject' | 'evict_oldest'
 -- ARGV[5]     committed offset: results of offsets below it are no longer needed (-1: none)
@@ -33,7 +35,7 @@
 -- bound: the caller calls again with the rest. The expiries already done for that record wait in
 -- the partition hash (field pe) and lead its result when it is decided; `applied` stops below it.
 -- else a JSON array: first {deviceClass = active leases} of the partition after the batch
--- ('' = no class), then one result per event:
+-- ('' = no class), then nx (-1: the index is empty), then one result per event:
 --   [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now]  (kind 'd', nothing revoked)
 --   [code, activeStreams, maxStreams, leaseExpiresAt, now, [revoked sessionIds], kind, conflicts?]
 --   where conflicts (limit_exceeded, device_class_limit) is the deny advice:
@@ -110,6 +112,8 @@ if budget <= 0 then budget = nil end
 local pending = fields.pe -- expiries done for a record a bounded call stopped before (joined JSON)
 local pending_dirty = false
 local more = false       -- expire_due ran out of budget with entries still due
+local declared = {}      -- the user keys this call may read or write
+for j = 2, #KEYS - 1 do declared[KEYS[j]] = true end
 -- Active leases per device class ('' = none), as the ledger counts them: from start until
 -- stop, eviction, terminate or expiry by stream time.
 local counts, counts_dirty = {}, {}
@@ -418,6 +422,11 @@ local function expire_due()
     local user_id, sid = sub(member, 1, sep - 1), sub(member, sep + 2)
     if find(user_id, '\0', 1, true) then user_id = string.gsub(user_id, '%z\1', '\0') end
     local key = user_prefix .. user_id
+    if not declared[key] then -- the caller did not read this far: the rest in the next call
+      more = true
+      next_due = score
+      return list and table.concat(list, ',')
+    end
     local s = state_of(key)
     local lease = s and s.l[sid]
     if lease == nil then
@@ -736,6 +745,7 @@ for class in pairs(counts_dirty) do
   head_fields[#head_fields + 1] = counts[class]
 end
 if #head_fields > 0 then redis.call('HSET', part, unpack(head_fields)) end
-local reply = '[' .. cjson.encode(counts) .. (#out > 0 and ',' or '') .. table.concat(out, ',') .. ']'
+local reply = '[' .. cjson.encode(counts) .. ',' .. format('%d', next_due or -1)
+  .. (#out > 0 and ',' or '') .. table.concat(out, ',') .. ']'
 if stopped_at then return 'MORE:' .. reply end
 return reply

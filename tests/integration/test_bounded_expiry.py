@@ -1,15 +1,18 @@
 """MAX_EXPIRIES_PER_CALL: a partition silent past the lease TTL expires all its leases at its next
 record; bounded, that work is spread over several script calls (Redis serves others between
 them) and the verdicts are exactly those of one unbounded call, also when the processor dies
-between two of the calls."""
+between two of the calls. And the script names every key it touches, the expired users' too."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 import uuid
 
 import pytest
 
-from processor.lease_store import LeaseStore, Rules
+from processor.lease_store import LeaseStore, Rules, connect
 from processor.wire import DecodedEvent
 from tests.harness import wait_until
 
@@ -107,3 +110,72 @@ async def test_the_processor_publishes_every_expiry_of_a_bounded_batch_in_order(
             lambda: p.metrics.registry.get_sample_value("concurrency_active_leases", active) == 1,
             what="one lease left (late's)",
         )
+
+
+TOKEN = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+
+
+async def monitored(redis_url: str, lines: list[bytes], ready: asyncio.Event) -> None:
+    """Every command Redis runs, scripts' own included (MONITOR), as raw lines."""
+    client = connect(redis_url)
+    try:
+        async with client.monitor() as m:
+            ready.set()
+            while True:
+                lines.append(await m.connection.read_response())
+    finally:
+        await client.aclose()
+
+
+def undeclared_user_keys(lines: list[bytes], topic: str) -> tuple[int, list[bytes]]:
+    """(user keys read or written by the decide script, those of them not among the KEYS of
+    the EVALSHA that ran it)."""
+    declared: set[bytes] = set()
+    touched, undeclared = 0, []
+    for line in lines:
+        tokens = TOKEN.findall(line)
+        if not tokens:
+            continue
+        command = tokens[0].upper()
+        if b"[0 lua]" not in line and command == b"EVALSHA":
+            declared = set(tokens[3 : 3 + int(tokens[2])])
+        elif b"[0 lua]" in line and command in (b"GET", b"SET") and b":u:" in tokens[1]:
+            if topic.encode() in tokens[1]:
+                touched += 1
+                if tokens[1] not in declared:
+                    undeclared.append(tokens[1])
+    return touched, undeclared
+
+
+@pytest.mark.parametrize("bound", [0, 7])
+async def test_the_script_names_the_keys_of_the_users_it_expires(redis_url, bound):
+    lines: list[bytes] = []
+    ready = asyncio.Event()
+    watcher = asyncio.create_task(monitored(redis_url, lines, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    client = connect(redis_url)
+    try:
+        store = LeaseStore(client, f"bk-{uuid.uuid4().hex}", rules(bound))
+        epoch = (await store.claim(0)).epoch
+        events = silent_then_late()
+        await store.decide(0, epoch, 0, USERS - 1, events[:-1])
+        # Others than the expired users: none of the 40 users whose leases lapse is in this batch.
+        later = [
+            (
+                USERS + n,
+                T0 + 10 * TTL + n,
+                DecodedEvent("start", f"new{n}", "s1", None, None, None, None, None, None),
+            )
+            for n in range(5)
+        ]
+        decided = await store.decide(0, epoch, USERS, USERS + 4, later)
+        assert sum(len(r.expired) for r in decided) == USERS
+        await asyncio.sleep(0.5)  # MONITOR lines trail the replies a little
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await client.aclose()
+    touched, undeclared = undeclared_user_keys(lines, store.events_topic)
+    assert touched >= 2 * USERS  # each expired user's state read and written
+    assert undeclared == []
