@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from redis.crc import key_slot
-
-from processor.lease_store import KEY_PREFIX
+from processor.lease_store import partition_slot
 
 SLOTS = 16384
 # Partition counts worth creating up front: highly composite (many process counts get an
@@ -84,7 +82,7 @@ def partitions_per_shard(topic: str, partitions: int, shards: int) -> list[int]:
     (what `redis-cli --cluster create` does): a partition's keys share one slot."""
     counts = [0] * shards
     for p in range(partitions):
-        slot = key_slot(f"{KEY_PREFIX}:{{{topic}:{p}}}:p".encode())
+        slot = partition_slot(topic, p)
         counts[min(shards - 1, slot * shards // SLOTS)] += 1
     return counts
 

@@ -17,39 +17,39 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from redis.crc import key_slot
+
+from processor.lease_store import partition_slot
 
 log = logging.getLogger("compose.launcher")
 
 
-def partition_tag(events_topic: str, partition: int) -> str:
-    return f"{{{events_topic}:{partition}}}"
-
-
 def partition_slots(events_topic: str, partitions: int) -> dict[int, int]:
     """partition -> the cluster slot its keys hash to."""
-    return {p: key_slot(partition_tag(events_topic, p).encode()) for p in range(partitions)}
+    return {p: partition_slot(events_topic, p) for p in range(partitions)}
 
 
 @dataclass
-class Master:
+class Node:
+    """One line of CLUSTER NODES."""
+
     node_id: str
     host: str
     port: int
     slots: set[int]
+    flags: tuple[str, ...] = ("master",)
+    master_id: str = "-"  # a replica's master
+
+    @property
+    def live(self) -> bool:
+        return "fail" not in self.flags and "noaddr" not in self.flags
 
 
-def masters_of(client: redis.Redis) -> list[Master]:
-    """The cluster's live masters and their slots, from CLUSTER NODES."""
-    raw = client.execute_command("CLUSTER", "NODES")
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+def parse_nodes(text: str) -> list[Node]:
+    """CLUSTER NODES, every node (failed ones too), by port."""
     out = []
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 8:
-            continue
-        flags = fields[2].split(",")
-        if "master" not in flags or "fail" in flags or "noaddr" in flags:
             continue
         host, port = fields[1].split("@")[0].rsplit(":", 1)
         slots: set[int] = set()
@@ -58,11 +58,19 @@ def masters_of(client: redis.Redis) -> list[Master]:
                 continue
             lo, _, hi = part.partition("-")
             slots.update(range(int(lo), int(hi or lo) + 1))
-        out.append(Master(fields[0], host or "127.0.0.1", int(port), slots))
-    return sorted(out, key=lambda m: m.port)
+        flags = tuple(fields[2].split(","))
+        out.append(Node(fields[0], host or "127.0.0.1", int(port), slots, flags, fields[3]))
+    return sorted(out, key=lambda n: n.port)
 
 
-def spread(masters: list[Master], slots: dict[int, int]) -> dict[int, list[int]]:
+def masters_of(client: redis.Redis) -> list[Node]:
+    """The cluster's live masters and their slots."""
+    raw = client.execute_command("CLUSTER", "NODES")
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return [n for n in parse_nodes(text) if n.live and "master" in n.flags]
+
+
+def spread(masters: list[Node], slots: dict[int, int]) -> dict[int, list[int]]:
     """master port -> the partitions it holds."""
     owner = {s: m.port for m in masters for s in m.slots}
     out: dict[int, list[int]] = {m.port: [] for m in masters}
@@ -72,7 +80,7 @@ def spread(masters: list[Master], slots: dict[int, int]) -> dict[int, list[int]]
     return out
 
 
-def plan_moves(masters: list[Master], slots: dict[int, int]) -> list[tuple[int, Master, Master]]:
+def plan_moves(masters: list[Node], slots: dict[int, int]) -> list[tuple[int, Node, Node]]:
     """The fewest (slot, from, to) moves after which every master holds ⌊n/m⌋ or ⌈n/m⌉ partitions.
 
     Partitions that share a slot move together (they cannot be parted)."""
@@ -96,7 +104,7 @@ def plan_moves(masters: list[Master], slots: dict[int, int]) -> list[tuple[int, 
         moves.append((slot, by_port[src], by_port[dst]))
 
 
-def move_slot(slot: int, src: Master, dst: Master, everyone: list[Master], timeout_ms: int = 5000) -> int:
+def move_slot(slot: int, src: Node, dst: Node, everyone: list[Node], timeout_ms: int = 5000) -> int:
     """Move one slot and its keys from src to dst; returns the number of keys moved."""
     with _client(src) as s, _client(dst) as d:
         d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src.node_id)
@@ -136,5 +144,5 @@ def _counts(spread_: dict[int, list[int]]) -> str:
     return " / ".join(str(len(parts)) for _port, parts in sorted(spread_.items()))
 
 
-def _client(m: Master) -> redis.Redis:
+def _client(m: Node) -> redis.Redis:
     return redis.Redis(host=m.host, port=m.port, socket_timeout=10, socket_connect_timeout=5)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from compose.cluster_slots import balance_partitions
+from compose.cluster_slots import balance_partitions, parse_nodes
 from compose.managed import RUN_DIR, LauncherError, free_port
 from compose.redis_server import RedisServer, ensure_redis_server
 
@@ -271,35 +271,18 @@ class RedisCluster:
 
 def _parse_topology(nodes_text: str) -> dict[int, list[int]]:
     """CLUSTER NODES -> {master port: [replica ports]}, leaving out nodes flagged fail."""
-    masters: dict[str, int] = {}
-    replicas: list[tuple[str, int]] = []
-    for line in nodes_text.splitlines():
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        node_id, addr, flags, master_id = fields[0], fields[1], fields[2].split(","), fields[3]
-        if "fail" in flags or "noaddr" in flags:
-            continue
-        port = int(addr.split("@")[0].rsplit(":", 1)[1])
-        if "master" in flags:
-            masters[node_id] = port
-        elif "slave" in flags:
-            replicas.append((master_id, port))
+    live = [n for n in parse_nodes(nodes_text) if n.live]
+    masters = {n.node_id: n.port for n in live if "master" in n.flags}
     out: dict[int, list[int]] = {port: [] for port in masters.values()}
-    for master_id, port in replicas:
-        if master_id in masters:
-            out[masters[master_id]].append(port)
+    for n in live:
+        if "slave" in n.flags and n.master_id in masters:
+            out[masters[n.master_id]].append(n.port)
     return out
 
 
 def _slot_owners(nodes_text: str) -> set[int]:
     """Ports of the masters holding slots (a failed master still holds them until replaced)."""
-    owners = set()
-    for line in nodes_text.splitlines():
-        fields = line.split()
-        if len(fields) > 8 and "master" in fields[2].split(","):
-            owners.add(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
-    return owners
+    return {n.port for n in parse_nodes(nodes_text) if "master" in n.flags and n.slots}
 
 
 def _distinct_free_ports(n: int) -> list[int]:

@@ -15,6 +15,7 @@ import hiredis
 import msgpack
 import orjson
 from redis.asyncio import Connection, Redis, RedisCluster
+from redis.crc import key_slot
 
 from processor.policies import Policy
 from processor.wire import DecodedEvent
@@ -157,6 +158,16 @@ def _result(r: list) -> Result:
     return Result(*r)
 
 
+def hash_tag(events_topic: str, partition: int) -> str:
+    """The hash tag every key of one events partition carries: one partition, one cluster slot."""
+    return f"{{{events_topic}:{partition}}}"
+
+
+def partition_slot(events_topic: str, partition: int) -> int:
+    """The Redis Cluster slot of an events partition's keys."""
+    return key_slot(hash_tag(events_topic, partition).encode())
+
+
 class LeaseStore:
     def __init__(self, redis: Redis, events_topic: str, rules: Rules) -> None:
         self.redis = redis
@@ -177,7 +188,7 @@ class LeaseStore:
 
     # -- keys ---------------------------------------------------------------------------
     def _tag(self, partition: int) -> str:
-        return f"{KEY_PREFIX}:{{{self.events_topic}:{partition}}}"
+        return f"{KEY_PREFIX}:{hash_tag(self.events_topic, partition)}"
 
     def partition_key(self, partition: int) -> str:
         return self._tag(partition) + ":p"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis, RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, ResponseError
 
 from processor.config import Settings
+from processor.lease_store import partition_slot
 
 log = logging.getLogger("processor")
 
@@ -65,7 +65,7 @@ async def warn_uneven_partitions(redis: Redis | RedisCluster, events_topic: str,
     await redis.initialize()
     per_master: dict[str, list[int]] = {node.name: [] for node in redis.get_primaries()}
     for p in range(partitions):
-        node = redis.nodes_manager.get_node_from_slot(key_slot(f"{{{events_topic}:{p}}}".encode()))
+        node = redis.nodes_manager.get_node_from_slot(partition_slot(events_topic, p))
         per_master.setdefault(node.name, []).append(p)
     counts = sorted(len(v) for v in per_master.values())
     where = {"partitions_per_master": {k: v for k, v in sorted(per_master.items())}}

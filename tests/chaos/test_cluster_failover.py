@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from redis.crc import key_slot
-
+from compose.cluster_slots import masters_of, partition_slots, spread
 from compose.launcher import RedisCluster
 from tests.chaos.support import assert_clean, figures
 from tests.harness import wait_until
@@ -21,14 +20,8 @@ from tests.harness import wait_until
 
 def partitions_on(cluster: RedisCluster, events_topic: str, partitions: int) -> dict[int, list[int]]:
     """master port -> the events partitions whose hash tag lives on it."""
-    owners: dict[int, list[int]] = {port: [] for port in cluster.master_ports()}
-    slots = cluster._ask(cluster.ports[0], "CLUSTER", "SLOTS")
-    for p in range(partitions):
-        slot = key_slot(f"sc:{{{events_topic}:{p}}}:p".encode())
-        for start, end, master, *_ in slots:
-            if start <= slot <= end:
-                owners[int(master[1])].append(p)
-    return owners
+    with cluster._client(cluster.ports[0]) as client:
+        return spread(masters_of(client), partition_slots(events_topic, partitions))
 
 
 async def test_a_killed_master_fails_over_and_nothing_is_lost_or_its_partitions_halt(

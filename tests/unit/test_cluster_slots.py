@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from collections import Counter
 
-from compose.cluster_slots import Master, partition_slots, plan_moves, spread
+from compose.cluster_slots import Node, partition_slots, plan_moves, spread
 
 SLOTS_12 = partition_slots("playback.events", 12)
 
 
-def default_masters() -> list[Master]:
+def default_masters() -> list[Node]:
     """What `redis-cli --cluster create` gives three masters: equal slot ranges."""
     return [
-        Master("a", "127.0.0.1", 7000, set(range(0, 5461))),
-        Master("b", "127.0.0.1", 7001, set(range(5461, 10923))),
-        Master("c", "127.0.0.1", 7002, set(range(10923, 16384))),
+        Node("a", "127.0.0.1", 7000, set(range(0, 5461))),
+        Node("b", "127.0.0.1", 7001, set(range(5461, 10923))),
+        Node("c", "127.0.0.1", 7002, set(range(10923, 16384))),
     ]
 
 
-def apply(masters: list[Master], moves) -> list[Master]:
+def apply(masters: list[Node], moves) -> list[Node]:
     for slot, src, dst in moves:
         assert slot in src.slots
         src.slots.remove(slot)
