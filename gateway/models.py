@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from processor.wire import MAX_CLASS_CHARS, MAX_ID_CHARS, MAX_TEXT_CHARS
+from processor.wire import MAX_CLASS_CHARS, MAX_ID_CHARS, MAX_TEXT_CHARS, Conflict, Verdict
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
 # Path ids and the Idempotency-Key: no control characters (U+0000-U+001F, U+007F), which would
@@ -42,24 +42,18 @@ class TerminateRequest(BaseModel):
     sessionId: Id | None = Field(None, description="the requester's own session (default: 'account')")
 
 
-class ConflictBody(BaseModel):
-    sessionId: str
-    deviceId: str | None
-    deviceClass: str | None
-    contentId: str | None
-    startedAt: int | None
-    leaseExpiresAt: int
+class ConflictBody(Conflict):
+    """One active lease of a deny's advice, as the verdict carries it."""
 
 
-class VerdictBody(BaseModel):
-    """The event's verdict, as on the verdicts topic (`degraded`: the gateway's fail-open allow)."""
+class VerdictBody(Verdict):
+    """The event's verdict, as on the verdicts topic (`degraded`: the gateway's fail-open allow).
+
+    The wire verdict's fields; a call is answered with its event's own verdict only (never an
+    `expire` or a `revoke`), and fail-open answers have no counts."""
 
     model_config = ConfigDict(extra="allow")
 
-    verdictId: str
-    eventId: str | None
-    userId: str
-    sessionId: str
     type: Literal["start", "heartbeat", "stop", "terminate"]
     decision: Literal["allow", "deny"]
     reason: Literal[
@@ -75,13 +69,7 @@ class VerdictBody(BaseModel):
         "degraded",
     ]
     activeStreams: int | None
-    maxStreams: int | None
-    leaseExpiresAt: int | None
-    decidedAt: int
-    token: str | None
-    policy: str | None = None
     conflicts: list[ConflictBody] | None = None
-    nextFreeAt: int | None = None
 
 
 class ErrorBody(BaseModel):
