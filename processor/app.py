@@ -25,6 +25,7 @@ from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
 from processor.consumer import events_consumer
+from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
 from processor.lease_store import LeaseStore, Rules, connect
@@ -82,6 +83,10 @@ class Processor:
         self._consuming = False
         self._assigning = False  # in the assignment callback: new partitions paused until claimed
         self._last_poll = 0.0
+        self._idle = True  # the last poll returned nothing: the next records are decided at once
+        self._cycle = CyclePolicy(
+            settings.gather_ms / 1000, settings.gather_records, settings.commit_interval_ms / 1000
+        )
         self.http_port: int | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -137,7 +142,7 @@ class Processor:
             (s.events_topic, s.verdicts_topic, s.dlq_topic, s.policies_topic),
         )
         self._consumer = events_consumer(s)
-        self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics)
+        self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics, self._cycle)
         self._claimer = PartitionClaimer(
             self._consumer, self._store, s, self.metrics, self._retry_redis, self.partitions, self._backoff
         )
@@ -237,6 +242,8 @@ class Processor:
         # Let the batch in flight finish, and commit what it published while we still own it.
         async with self._batch_lock:
             await self._commit_pending()
+        if self._committer is not None:
+            self._committer.forget(revoked)
         for tp in revoked:
             state = self.partitions.revoke(tp)
             if state is not None and state.halt_reason is not None:
@@ -292,8 +299,6 @@ class Processor:
                 try:
                     async with self._batch_lock:
                         await self._process(batches)
-                    # The commit goes out while the next batch is decided.
-                    self._start_commit()
                 except StopRequested:
                     break
         finally:
@@ -304,22 +309,43 @@ class Processor:
             await self._commit_pending()
 
     async def _fetch(self) -> list[PartitionBatch]:
+        """The next cycle's records: what the consumer has, and, for a small batch that does
+        not follow an idle poll, what arrives within the cycle's gather budget (cycle.py)."""
         assert self._consumer is not None
         self._last_poll = time.monotonic()
-        records = await self._consumer.getmany(
-            timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
-        )
-        batches = []
-        for tp, recs in records.items():
-            if recs:
-                self.metrics.batch_size.observe(len(recs))
-                batch = split(
-                    tp, recs, self._event_partition if self.settings.check_event_partition else None
-                )
-                state = self.partitions.get(tp)  # tagged now: no rebalance runs between here and getmany
-                batch.owner, batch.generation = state, state.generation if state is not None else 0
-                batches.append(batch)
+        limit = self.settings.batch_max_records
+        records = await self._consumer.getmany(timeout_ms=self.settings.fetch_timeout_ms, max_records=limit)
+        if not records:
+            self._idle = True
+            return []
+        tags = {tp: self._tag(tp) for tp in records}  # no rebalance runs between here and getmany
+        count = sum(len(recs) for recs in records.values())
+        wait = self._cycle.gather_for(count, self._idle)
+        self._idle = False
+        later: dict = {}
+        if wait:
+            await asyncio.sleep(wait)  # the fetcher fills its buffers meanwhile
+            more = await self._consumer.getmany(timeout_ms=0, max_records=limit - count)
+            for tp, recs in more.items():
+                tag = self._tag(tp)
+                if tags.get(tp) == tag:
+                    records[tp] = records[tp] + recs  # the same position: the records follow on
+                else:
+                    later[tp] = (recs, tag)  # fetched under another state: decided (or not) on its own
+        batches = [self._batch(tp, recs, tags[tp]) for tp, recs in records.items() if recs]
+        batches += [self._batch(tp, recs, tag) for tp, (recs, tag) in later.items() if recs]
         return batches
+
+    def _tag(self, tp) -> tuple[object, int]:
+        """The partition state (and its generation) records fetched now belong to."""
+        state = self.partitions.get(tp)
+        return state, state.generation if state is not None else 0
+
+    def _batch(self, tp, recs: list, tag: tuple[object, int]) -> PartitionBatch:
+        self.metrics.batch_size.observe(len(recs))
+        batch = split(tp, recs, self._event_partition if self.settings.check_event_partition else None)
+        batch.owner, batch.generation = tag
+        return batch
 
     async def _process(self, batches: list[PartitionBatch]) -> None:
         assert self._decider is not None
@@ -353,10 +379,6 @@ class Processor:
         # Both before the commit; side by side, so a waiting requester is not kept waiting twice.
         assert self._replies is not None
         await asyncio.gather(self._publisher.publish(by_partition, dead_letters), self._replies.send(replies))
-
-    def _start_commit(self) -> None:
-        if self._committer is not None:
-            self._committer.start()
 
     async def _commit_pending(self) -> None:
         if self._committer is not None:

@@ -1,20 +1,24 @@
-"""Committing consumed offsets after their verdicts are acknowledged, one commit at a time.
+"""Committing consumed offsets after their verdicts are acknowledged: at most one commit in
+flight, at most one started per commit interval (cycle.CyclePolicy).
 
-A checkpoint per batch: the offsets of published batches accumulate, then go out in one
-commit that runs while the next batch is decided. Commits are chained (never two at once,
-so an older one cannot land after a newer one); a failed commit folds its offsets into
-the next one.
+The offsets of published batches accumulate in `pending`; a commit takes all of them. While
+it is in flight, what is published merges into the next one, which starts when the interval
+since the last start has passed (a timer, so the last offsets of a burst are committed even
+when nothing follows them). Never two commits at once, so an older one cannot land after a
+newer one; a failed commit folds its offsets back into the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from processor.cycle import CyclePolicy
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 
@@ -22,51 +26,113 @@ log = logging.getLogger("processor")
 
 
 class OffsetCommitter:
-    def __init__(self, consumer: AIOKafkaConsumer, partitions: Partitions, metrics: Metrics) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, partitions: Partitions, metrics: Metrics, policy: CyclePolicy
+    ) -> None:
         self._consumer = consumer
         self._partitions = partitions
         self._metrics = metrics
+        self._policy = policy
         self._pending: dict[TopicPartition, OffsetAndMetadata] = {}
-        self._task: asyncio.Task | None = None  # the latest commit
+        self._task: asyncio.Task | None = None  # the commit in flight, at most one
+        self._timer: asyncio.TimerHandle | None = None  # the next commit's start
+        self._last_start = float("-inf")
+        self._lag_gauges: dict[TopicPartition, object] = {}  # labels() costs microseconds: once
 
     def published(self, tp: TopicPartition, last_offset: int) -> None:
         """The batch up to `last_offset` is decided and its verdicts acknowledged."""
         self._pending[tp] = OffsetAndMetadata(last_offset + 1, "")
+        self._show_lag(tp, last_offset + 1)
+        if self._task is None and self._timer is None:
+            self._schedule()
 
-    def start(self) -> None:
-        """Commit what was published, after (never beside) the commit before it."""
+    def forget(self, tps) -> None:
+        """Revoked partitions: their offsets are the next owner's to commit."""
+        for tp in tps:
+            self._pending.pop(tp, None)
+            if self._lag_gauges.pop(tp, None) is not None:
+                self._metrics.committed_lag.remove(str(tp.partition))
+
+    def _show_lag(self, tp: TopicPartition, published: int) -> None:
+        gauge = self._lag_gauges.get(tp)
+        if gauge is None:
+            gauge = self._lag_gauges[tp] = self._metrics.committed_lag.labels(str(tp.partition))
+        state = self._partitions.get(tp)
+        gauge.set(max(0, published - state.committed) if state is not None and state.committed >= 0 else 0)
+
+    @property
+    def in_flight(self) -> bool:
+        return self._task is not None
+
+    def _schedule(self) -> None:
         if not self._pending:
             return
+        loop = asyncio.get_running_loop()
+        delay = self._policy.commit_delay(self._last_start, loop.time())
+        if delay <= 0:
+            self._start()
+        else:
+            self._timer = loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._task is None:
+            self._start()
+
+    def _start(self) -> None:
         offsets, self._pending = self._pending, {}
-        self._task = asyncio.create_task(self._commit(offsets, self._task))
+        self._last_start = asyncio.get_running_loop().time()
+        task = self._task = asyncio.create_task(self._commit(offsets))
+        task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task) -> None:
+        if self._task is task:
+            self._task = None
+            if self._timer is None:
+                self._schedule()
 
     async def flush(self) -> None:
-        """Commit everything published so far and wait for it."""
-        self.start()
-        if self._task is not None:
-            await self._task
+        """Commit everything published so far, now, and wait for it (a stop, a revocation)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._task is not None or self._pending:
+            if self._task is not None and not self._task.done():
+                await asyncio.wait({self._task})
+            self._task = None
+            if self._timer is not None:  # set by the done callback meanwhile
+                self._timer.cancel()
+                self._timer = None
+            if self._pending:
+                offsets, self._pending = self._pending, {}
+                self._last_start = asyncio.get_running_loop().time()
+                if not await self._commit(offsets):
+                    return  # Kafka away: the next owner replays from the last commit that landed
 
-    async def _commit(
-        self, offsets: dict[TopicPartition, OffsetAndMetadata], previous: asyncio.Task | None
-    ) -> None:
-        if previous is not None:
-            await previous
+    async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+        """One commit; False when it failed and its offsets went back to `pending`."""
+        started = time.perf_counter()
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on: the new owner replays these offsets and gets the stored verdicts.
             log.warning("commit refused after a rebalance", extra={"error": repr(exc)})
-            return
+            return True
         except KafkaError as exc:
             # Kafka away for a moment: these offsets go out with the next commit.
-            log.warning("commit failed; retried with the next batch", extra={"error": repr(exc)})
+            log.warning("commit failed; retried with the next commit", extra={"error": repr(exc)})
             self._metrics.retries.labels("commit").inc()
             for tp, meta in offsets.items():
                 later = self._pending.get(tp)
                 if later is None or later.offset < meta.offset:
                     self._pending[tp] = meta
-            return
+            return False
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
         for tp, meta in offsets.items():
             state = self._partitions.get(tp)
             if state is not None:
                 state.committed_up_to(meta.offset)
+            if tp in self._lag_gauges:
+                later = self._pending.get(tp)
+                self._show_lag(tp, meta.offset if later is None else later.offset)
+        return True

@@ -33,6 +33,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.commit_seconds = Histogram(
+            "concurrency_commit_seconds",
+            "One offset commit's round trip (at most one in flight, at most one per COMMIT_INTERVAL_MS)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.committed_lag = Gauge(
+            "concurrency_committed_lag",
+            "Offsets decided and published but not yet committed, per owned partition",
+            ["partition"],
+            registry=r,
+        )
         self.lag = Gauge(
             "concurrency_consumer_lag", "Records behind the end of the partition", ["partition"], registry=r
         )
