@@ -15,7 +15,8 @@ import asyncio
 import time
 import uuid
 
-from processor.lease_store import LeaseStore, Rules, connect
+from processor.lease_store import LeaseStore, Rules
+from processor.redis_client import connect
 from processor.wire import DecodedEvent
 
 TTL = 90_000

@@ -22,7 +22,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.replies import ReplyRouter, UserWaitsFull, WaitMap, WaitMapFull
 from gateway.settings import GatewaySettings
 from processor.config import DEV_SECRET
-from processor.lease_store import LeaseStore, Rules, connect
+from processor.lease_store import LeaseStore, Rules
+from processor.redis_client import connect
 from processor.tokens import HS256Signer, PyJWTSigner, TokenSigner
 from processor.topics import ensure_topics
 

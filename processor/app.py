@@ -28,12 +28,13 @@ from processor.consumer import events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
-from processor.lease_store import LeaseStore, Rules, connect
+from processor.lease_store import LeaseStore, Rules
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
+from processor.redis_client import connect
 from processor.replies import ReplySender
 from processor.retrying import Retrier, StopRequested
 from processor.tokens import make_signer

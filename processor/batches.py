@@ -16,9 +16,9 @@ from aiokafka import TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from processor import rules
-from processor.lease_store import Result
 from processor.metrics import Metrics
 from processor.replies import BadReplyHeader, ReplyRecord, reply_target
+from processor.script_results import Result
 from processor.tokens import TokenSigner
 from processor.verdicts import build_verdicts, expire_verdict
 from processor.wire import DecodedEvent, DecodeError, decode_event

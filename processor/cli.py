@@ -16,9 +16,10 @@ from aiokafka.partitioner import murmur2
 from processor import commands
 from processor.app import Processor
 from processor.config import SettingsError, load_settings
-from processor.lease_store import LeaseStore, Rules, connect
+from processor.lease_store import LeaseStore, Rules
 from processor.logs import setup_logging
 from processor.redis_checks import RedisModeError, UnsafeRedisError, check_redis_mode
+from processor.redis_client import connect
 
 log = logging.getLogger("processor")
 

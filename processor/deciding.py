@@ -16,10 +16,11 @@ from aiokafka import AIOKafkaConsumer
 
 from processor.batches import PartitionBatch, build_batch_verdicts
 from processor.claims import PartitionClaimer, RetryRedis
-from processor.lease_store import FencedError, LeaseStore, StateBehind
+from processor.lease_store import LeaseStore
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower
+from processor.script_results import FencedError, StateBehind
 from processor.tokens import TokenSigner
 
 log = logging.getLogger("processor")

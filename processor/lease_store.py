@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import NamedTuple
 
-import hiredis
 import msgpack
 import orjson
-from redis.asyncio import Connection, Redis, RedisCluster
+from redis.asyncio import Redis
 from redis.crc import key_slot
 
 from processor.policies import Policy
+from processor.script_results import Decided, FencedError, Result, StateBehind, parse_result
 from processor.wire import DecodedEvent
 
 KEY_PREFIX = "sc"
@@ -27,65 +26,8 @@ KEY_PREFIX = "sc"
 MAX_EVENT_MS = 2**52
 
 
-class HiredisPackingConnection(Connection):
-    """Packs commands with hiredis (C) instead of redis-py's per-argument Python loop.
-
-    The asyncio client has no C packer of its own; a batch call carries one key per event,
-    and packing them in Python cost more than the script itself.
-    """
-
-    def pack_command(self, *args):
-        first = args[0]
-        if (isinstance(first, str) and " " in first) or (isinstance(first, bytes) and b" " in first):
-            return super().pack_command(*args)  # 'CONFIG GET' and friends are split by redis-py
-        return [hiredis.pack_command(args)]
-
-
-def connect(url: str, cluster: bool = False, **kwargs) -> Redis | RedisCluster:
-    """A client for `url`; plain TCP connections pack commands with hiredis.
-
-    With `cluster`, `url` names one node of a Redis Cluster and the client discovers the
-    others (REDIS_CLUSTER=true); every script call names keys of one hash slot.
-    """
-    if not cluster:
-        if url.startswith("redis://"):
-            kwargs.setdefault("connection_class", HiredisPackingConnection)
-        return Redis.from_url(url, **kwargs)
-    client = RedisCluster.from_url(url, **kwargs)
-    if url.startswith("redis://"):
-        # RedisCluster takes no connection_class; its nodes (made now and when the cluster is
-        # discovered) build connections from these kwargs, none made yet.
-        client.get_connection_kwargs()["connection_class"] = HiredisPackingConnection
-        for node in client.startup_nodes:
-            node.connection_class = HiredisPackingConnection
-    return client
-
-
 def _load_lua(name: str) -> str:
     return resources.files("processor").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-class FencedError(RuntimeError):
-    """A newer owner took the partition: this instance must not write for it.
-
-    `current_epoch` is None when Redis no longer knows the partition at all (state lost).
-    """
-
-    def __init__(self, partition: int, epoch: int, reply: bytes) -> None:
-        current = reply.decode().partition(":")[2]
-        self.current_epoch = None if current in ("", "nil", "false") else int(current)
-        super().__init__(f"partition {partition}: epoch {epoch} is stale (current: {current or 'none'})")
-
-
-class StateBehind(RuntimeError):
-    """Redis's applied offset went below what this owner already had applied: writes were lost."""
-
-    def __init__(self, partition: int, expected: int, reply: bytes) -> None:
-        self.applied = int(reply.decode().partition(":")[2])
-        super().__init__(
-            f"partition {partition}: Redis has applied up to offset {self.applied}, but offsets up to "
-            f"{expected} were applied under this owner: Redis lost acknowledged writes"
-        )
 
 
 class PartitionCountChanged(RuntimeError):
@@ -108,54 +50,6 @@ class Rules:
     # Index entries one script call may look at (0: no bound): a partition silent for longer than
     # the TTL would otherwise expire all its leases in one call, blocking that Redis meanwhile.
     max_expiries_per_call: int = 0
-
-
-class Expiry(NamedTuple):
-    """A lease the record's stream time expired (the session ledger's `expire` verdict)."""
-
-    user_id: str
-    session_id: str
-    expires_at: int
-    active: int  # the user's leases whose expiry is later than this one
-    device_class: str | None
-    stream_time: int  # the verdict's decidedAt
-
-
-class Result(NamedTuple):
-    """One event's result, parsed once from the script's reply.
-
-    The script returns [code, activeStreams, maxStreams, leaseExpiresAt (0 = none), now,
-    [evicted]?], or [code] alone for code 0 (an offset whose stored result is gone) and
-    for results that are not verdicts (a conflicting eventId); wrapped as [expired, result]
-    when the record's stream time expired leases (published before the record's verdicts).
-    """
-
-    code: int
-    active: int = 0
-    max_streams: int = 0
-    expires_at: int = 0
-    now: int = 0
-    evicted: tuple[str, ...] | list[str] = ()  # sessions revoked (evicted, or the terminated target)
-    policy: str = "d"  # the policy applied: 'u' (user), 'p:<plan>' (plan), 'd' (default/settings)
-    # Deny advice: [sessionId, deviceId, deviceClass, contentId, startedAt, leaseExpiresAt] each
-    conflicts: list | None = None
-    expired: tuple[Expiry, ...] = ()  # in ledger order: expiry, then userId, then sessionId
-
-
-class Decided(list):
-    """The results of a batch (a list of Result, one per event), and the partition's active
-    leases per device class after it ('' = none), as the script counts them."""
-
-    def __init__(self, results: list[Result], leases: dict[str, int]) -> None:
-        super().__init__(results)
-        self.leases = leases
-
-
-def _result(r: list) -> Result:
-    if r and type(r[0]) is list:  # [expired, result]
-        expired, r = r
-        return Result(*r, expired=tuple(Expiry(*e) for e in expired))
-    return Result(*r)
 
 
 def hash_tag(events_topic: str, partition: int) -> str:
@@ -307,7 +201,7 @@ class LeaseStore:
                 raise StateBehind(partition, applied_before, reply)
             partial = reply.startswith(b"MORE:")
             leases, self._next_due[partition], *more = orjson.loads(reply[5:] if partial else reply)
-            results += [_result(r) for r in more]
+            results += [parse_result(r) for r in more]
             if not partial:
                 return Decided(results, leases)
             # Stopped before deciding anything: the entry it met may be due by a stream time

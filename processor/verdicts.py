@@ -11,7 +11,7 @@ import hashlib
 import orjson
 
 from processor import rules
-from processor.lease_store import Expiry, Result
+from processor.script_results import Expiry, Result
 from processor.tokens import TokenSigner
 from processor.wire import DecodedEvent
 

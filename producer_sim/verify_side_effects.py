@@ -86,7 +86,8 @@ def _check_dead_letter(
 
 async def check_redis_state(verifier: Verifier, redis_url: str, cluster: bool = False) -> None:
     """The leases in Redis (LeaseStore.active_leases at each user's clock) against the model's."""
-    from processor.lease_store import LeaseStore, Rules, connect
+    from processor.lease_store import LeaseStore, Rules
+    from processor.redis_client import connect
 
     rep = verifier.report
     max_streams, ttl, policy, memory = verifier.rules

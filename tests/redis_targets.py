@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from processor.lease_store import connect
+from processor.redis_client import connect
 
 ON_SINGLE_AND_CLUSTER = pytest.mark.parametrize("redis_target", ["single", "cluster"], indirect=True)
 ON_CLUSTER = pytest.mark.parametrize("redis_target", ["cluster"], indirect=True)

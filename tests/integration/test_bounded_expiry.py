@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from processor.lease_store import LeaseStore, Rules, connect
+from processor.lease_store import LeaseStore, Rules
+from processor.redis_client import connect
 from processor.wire import DecodedEvent
 from tests.harness import wait_until
 

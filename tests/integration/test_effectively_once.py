@@ -9,8 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from processor.app import Processor
-from processor.lease_store import FencedError, LeaseStore, Rules
+from processor.lease_store import LeaseStore, Rules
 from processor.reference_model import ReferenceModel
+from processor.script_results import FencedError
 from processor.wire import DecodedEvent
 from tests.harness import Flow, wait_until
 from tests.redis_targets import ON_SINGLE_AND_CLUSTER

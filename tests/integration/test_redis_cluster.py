@@ -15,7 +15,7 @@ from redis.crc import key_slot
 from compose.cluster_slots import masters_of, partition_slots, spread
 from compose.launcher import RedisCluster
 from processor.config import load_settings
-from processor.lease_store import HiredisPackingConnection, LeaseStore, Rules, connect
+from processor.lease_store import LeaseStore, Rules
 from processor.redis_checks import (
     RedisModeError,
     UnsafeRedisError,
@@ -23,6 +23,7 @@ from processor.redis_checks import (
     check_redis_safe,
     warn_uneven_partitions,
 )
+from processor.redis_client import HiredisPackingConnection, connect
 from tests.harness import TEST_SECRET
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from processor import rules as codes
-from processor.lease_store import LeaseStore, Result, Rules
+from processor.lease_store import LeaseStore, Rules
 from processor.reference_model import ReferenceModel
+from processor.script_results import Result
 from processor.wire import DecodedEvent
 
 T0 = 1_763_800_000_000

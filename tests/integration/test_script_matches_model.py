@@ -22,9 +22,10 @@ from hypothesis import event as label
 from hypothesis import strategies as st
 
 from processor import rules as codes
-from processor.lease_store import Expiry, LeaseStore, Result, Rules
+from processor.lease_store import LeaseStore, Rules
 from processor.policies import Policy
 from processor.reference_model import Decision, ReferenceModel
+from processor.script_results import Expiry, Result
 from processor.wire import DecodedEvent
 from tests.redis_targets import ON_SINGLE_AND_CLUSTER, RedisTarget
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from processor.lease_store import Expiry, Result
 from processor.reference_model import Decision
+from processor.script_results import Expiry, Result
 from processor.tokens import HS256Signer
 from processor.verdicts import build_verdicts, expire_verdict
 from processor.wire import DecodedEvent

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from processor.lease_store import Expiry, Result
 from processor.reference_model import Decision, ReferenceModel
+from processor.script_results import Expiry, Result
 from processor.tokens import HS256Signer
 from processor.verdicts import build_verdicts, expire_verdict
 from processor.wire import DecodedEvent

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from processor import rules
-from processor.lease_store import Result
+from processor.script_results import Result
 from processor.tokens import HS256Signer
 from processor.verdicts import build_verdicts, event_identity
 from processor.wire import DecodedEvent, Verdict
