@@ -24,7 +24,7 @@ from processor.batches import PartitionBatch, observe, split, verdict_partitione
 from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
-from processor.consumer import events_consumer
+from processor.consumer import FetchPacing, events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
@@ -84,10 +84,10 @@ class Processor:
         self._consuming = False
         self._assigning = False  # in the assignment callback: new partitions paused until claimed
         self._last_poll = 0.0
-        self._idle = True  # the last poll returned nothing: the next records are decided at once
         self._cycle = CyclePolicy(
-            settings.gather_ms / 1000, settings.gather_records, settings.commit_interval_ms / 1000
+            settings.gather_ms, settings.fetch_max_wait_ms, settings.commit_interval_ms / 1000
         )
+        self._pacing: FetchPacing | None = None
         self.http_port: int | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -143,6 +143,7 @@ class Processor:
             (s.events_topic, s.verdicts_topic, s.dlq_topic, s.policies_topic),
         )
         self._consumer = events_consumer(s)
+        self._pacing = FetchPacing(self._consumer, self._cycle)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics, self._cycle)
         self._claimer = PartitionClaimer(
             self._consumer, self._store, s, self.metrics, self._retry_redis, self.partitions, self._backoff
@@ -310,32 +311,17 @@ class Processor:
             await self._commit_pending()
 
     async def _fetch(self) -> list[PartitionBatch]:
-        """The next cycle's records: what the consumer has, and, for a small batch that does
-        not follow an idle poll, what arrives within the cycle's gather budget (cycle.py)."""
-        assert self._consumer is not None
+        """The next cycle's records. While records flow, the consumer's fetches gather for up
+        to GATHER_MS (FetchPacing); after a poll that found nothing it long-polls and answers
+        the first record at once."""
+        assert self._consumer is not None and self._pacing is not None
         self._last_poll = time.monotonic()
-        limit = self.settings.batch_max_records
-        records = await self._consumer.getmany(timeout_ms=self.settings.fetch_timeout_ms, max_records=limit)
-        if not records:
-            self._idle = True
-            return []
-        tags = {tp: self._tag(tp) for tp in records}  # no rebalance runs between here and getmany
-        count = sum(len(recs) for recs in records.values())
-        wait = self._cycle.gather_for(count, self._idle)
-        self._idle = False
-        later: dict = {}
-        if wait:
-            await asyncio.sleep(wait)  # the fetcher fills its buffers meanwhile
-            more = await self._consumer.getmany(timeout_ms=0, max_records=limit - count)
-            for tp, recs in more.items():
-                tag = self._tag(tp)
-                if tags.get(tp) == tag:
-                    records[tp] = records[tp] + recs  # the same position: the records follow on
-                else:
-                    later[tp] = (recs, tag)  # fetched under another state: decided (or not) on its own
-        batches = [self._batch(tp, recs, tags[tp]) for tp, recs in records.items() if recs]
-        batches += [self._batch(tp, recs, tag) for tp, (recs, tag) in later.items() if recs]
-        return batches
+        records = await self._consumer.getmany(
+            timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+        )
+        self._pacing.set(idle=not records)
+        # Tagged now: no rebalance runs between here and getmany.
+        return [self._batch(tp, recs, self._tag(tp)) for tp, recs in records.items() if recs]
 
     def _tag(self, tp) -> tuple[object, int]:
         """The partition state (and its generation) records fetched now belong to."""
@@ -354,10 +340,7 @@ class Processor:
         work = [b for b in batches if self._decider.ready(b)]
         if not work:
             return
-        # One task per partition: while Redis runs one partition's script, Python builds
-        # the verdicts of another.
-        decided = await asyncio.gather(*(self._decider.decide_and_build(b) for b in work))
-        batches = [b for b, ok in zip(work, decided, strict=True) if ok]
+        batches = await self._decider.decide_all(work)  # one Redis round trip for all
         await self._publish(batches)
         assert self._committer is not None and self._consumer is not None
         for b in batches:

@@ -55,18 +55,16 @@ class Settings(CommonSettings):
 
     # Processor tuning, beyond the contract.
     batch_max_records: int = Field(4000, ge=1)
-    # The cycle's latency budget (processor/cycle.py): a batch of fewer than GATHER_RECORDS
-    # records waits up to GATHER_MS for more before it is decided, so a cycle's fixed costs are
-    # shared; the first records after an idle poll are decided at once. 0 turns gathering off.
+    # The cycle's latency budget (processor/cycle.py): while records flow, a fetch waits up to
+    # GATHER_MS for more, so a cycle's fixed costs are shared; 0 turns gathering off.
     gather_ms: int = Field(20, ge=0, le=1000)
-    gather_records: int = Field(500, ge=1)
     # At most one offset commit in flight, and at most one started per interval: the committed
     # offsets trail the verdicts by at most this plus a round trip.
     commit_interval_ms: int = Field(200, ge=0, le=60_000)
     fetch_timeout_ms: int = Field(1000, ge=1)
-    # The broker's long poll: how long a fetch with nothing to return is held. Short polls cost
-    # CPU when idle; a partition whose records were just consumed waits for the poll in flight.
-    fetch_max_wait_ms: int = Field(100, ge=1)
+    # The idle long poll: the broker holds a fetch that finds nothing this long (short polls
+    # cost CPU when idle); the first record that arrives is answered at once.
+    fetch_max_wait_ms: int = Field(500, ge=1)
     idle_user_ttl_seconds: int = Field(86_400, ge=60)
     # Expiry-index entries one script call may work through (0: no bound). A partition silent
     # for longer than the TTL expires all its leases at its next record: unbounded, 50,000 of

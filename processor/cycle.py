@@ -2,10 +2,12 @@
 
 One cycle is gather -> decide every partition in one Redis round trip -> publish -> commit.
 Its fixed costs (a fetch, a Redis round trip, a produce round, a commit) are paid per cycle,
-not per event; at low rates a cycle would carry about one event per partition, so a small
-batch waits up to `gather_s` for more before it is decided. That wait is the latency the
-amortisation buys, bounded and named here. The first records after an idle poll are decided
-at once: a lone event is not kept waiting for company that is not coming.
+not per event; at low rates a cycle would carry about one event per partition. So while
+records flow, a fetch asks the broker to hold its answer until `gather_bytes` have arrived or
+`gather_ms` have passed (fetch.min.bytes / fetch.max.wait.ms): one fetch, one cycle, per
+window. That wait is the latency the amortisation buys, bounded and named here. After a poll
+that found nothing the consumer long-polls with `idle_wait_ms` and fetch.min.bytes 1: an
+idle processor sleeps, and the first record of an idle period is decided at once.
 
 Commits: at most one in flight, and a new one starts at most every `commit_interval_s`; what
 is published meanwhile merges into it. The interval bounds how far the committed offsets
@@ -17,18 +19,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Large enough that a window is cut by time, not size, below tens of thousands of events/s;
+# as fast as it goes, the per-partition fetch size ends a fetch first.
+GATHER_BYTES = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class CyclePolicy:
-    gather_s: float  # GATHER_MS: the most a small batch waits for more records
-    gather_records: int  # a batch this large is decided at once
+    gather_ms: int  # GATHER_MS: the most a fetch waits for more records while records flow
+    idle_wait_ms: int  # FETCH_MAX_WAIT_MS: the long poll of an idle consumer
     commit_interval_s: float  # COMMIT_INTERVAL_MS: the least time between two commits' starts
 
-    def gather_for(self, records: int, after_idle: bool) -> float:
-        """Seconds to wait for more records before deciding a fetched batch of `records`."""
-        if after_idle or records >= self.gather_records:
-            return 0.0
-        return self.gather_s
+    def fetch_wait(self, idle: bool) -> tuple[int, int]:
+        """(fetch.max.wait.ms, fetch.min.bytes) for the next fetches."""
+        if idle or self.gather_ms == 0:
+            return self.idle_wait_ms, 1
+        return self.gather_ms, GATHER_BYTES
 
     def commit_delay(self, last_commit_start: float, now: float) -> float:
         """Seconds until the next commit may start."""

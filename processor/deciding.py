@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from processor.batches import PartitionBatch, build_batch_verdicts
 from processor.claims import PartitionClaimer, RetryRedis
-from processor.lease_store import LeaseStore
+from processor.lease_store import DecideCall, LeaseStore
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower
@@ -75,62 +75,76 @@ class BatchDecider:
             self._consumer.seek(b.tp, b.first_offset)
             state.rewound()
 
-    async def decide_and_build(self, batch: PartitionBatch) -> bool:
-        """Decide the batch and build its verdict records; False when it was not decided."""
-        if not await self._decide(batch):
-            return False
-        build_batch_verdicts(batch, self._events_topic, self._signer, self._verdict_partition)
-        return True
-
-    async def _decide(self, batch: PartitionBatch) -> bool:
-        """Run the batch's script call; False when the partition was taken by another owner."""
-        tp = batch.tp
-        # Resolved once per batch: a redelivery gets its stored result, whatever changed since.
-        table = self._policies.table
-        policies = [table.resolve(ev.user_id, ev.plan) for _o, _t, ev in batch.events] if len(table) else None
-        while True:
-            epoch = self._partitions.epoch(tp)
-            if epoch is None:
-                self._rewind(batch)  # revoked meanwhile: read again if it comes back
-                return False
-            state = self._partitions.get(tp)
-            applied = state.applied if state is not None else -1
-            try:
-                batch.results = await self._retry_redis(
-                    "decide",
-                    lambda epoch=epoch, applied=applied: self._store.decide(
-                        tp.partition,
-                        epoch,
-                        self._partitions.committed(tp),
-                        batch.last_offset,
-                        batch.events,
-                        policies,
-                        applied,
-                    ),
-                )
-                if state is not None:
-                    state.applied = max(state.applied, batch.last_offset)
-                return True
-            except StateBehind as err:
-                if state is not None:
-                    self._claimer.halt_state_lost(state, err)
-                self._rewind(batch)
-                return False
-            except FencedError as err:
-                self._metrics.fenced.inc()
-                state = self._partitions.get(tp)
-                if err.current_epoch is None and state is not None:
-                    # Redis lost the partition's hash (restart without data): take it again,
-                    # which also runs the state-loss check.
-                    log.error("partition state vanished from Redis", extra={"partition": tp.partition})
-                    await self._claimer.take(state)
-                    if not state.consuming:
-                        self._rewind(batch)
-                        return False
+    async def decide_all(self, batches: list[PartitionBatch]) -> list[PartitionBatch]:
+        """Decide the batches (each partition's at most once) in one Redis round trip and build
+        their verdict records; return those decided. A batch refused (fenced, state behind) or
+        revoked meanwhile is rewound or dropped as its partition's state says."""
+        decided: list[PartitionBatch] = []
+        todo = batches
+        policies = {id(b): self._policies_of(b) for b in batches}  # resolved once per batch
+        while todo:
+            calls, live = [], []
+            for b in todo:
+                epoch = self._partitions.epoch(b.tp)
+                if epoch is None:
+                    self._rewind(b)  # revoked meanwhile: read again if it comes back
                     continue
-                log.warning(
-                    "fenced: another instance owns this partition now; batch dropped",
-                    extra={"partition": tp.partition, "first_offset": batch.first_offset},
+                state = self._partitions.get(b.tp)
+                applied = state.applied if state is not None else -1
+                committed = self._partitions.committed(b.tp)
+                calls.append(
+                    DecideCall(
+                        b.tp.partition, epoch, committed, b.last_offset, b.events, policies[id(b)], applied
+                    )
                 )
-                self._rewind(batch)
-                return False
+                live.append(b)
+            if not calls:
+                break
+            outcomes = await self._retry_redis("decide", lambda calls=calls: self._store.decide_many(calls))
+            todo = []
+            for b, outcome in zip(live, outcomes, strict=True):
+                state = self._partitions.get(b.tp)
+                if isinstance(outcome, StateBehind):
+                    if state is not None:
+                        self._claimer.halt_state_lost(state, outcome)
+                    self._rewind(b)
+                elif isinstance(outcome, FencedError):
+                    if await self._fenced(b, outcome):
+                        todo.append(b)  # claimed again: decide it under the new epoch
+                else:
+                    b.results = outcome
+                    if state is not None:
+                        state.applied = max(state.applied, b.last_offset)
+                    decided.append(b)
+        for b in decided:
+            build_batch_verdicts(b, self._events_topic, self._signer, self._verdict_partition)
+        return decided
+
+    def _policies_of(self, batch: PartitionBatch) -> list | None:
+        """Each event's policy, resolved once per batch: a redelivery gets its stored result,
+        whatever changed since."""
+        table = self._policies.table
+        if not len(table):
+            return None
+        return [table.resolve(ev.user_id, ev.plan) for _o, _t, ev in batch.events]
+
+    async def _fenced(self, batch: PartitionBatch, err: FencedError) -> bool:
+        """A call refused for its epoch; True when the partition was claimed again and the
+        batch may go again, else it is rewound or dropped."""
+        self._metrics.fenced.inc()
+        state = self._partitions.get(batch.tp)
+        if err.current_epoch is None and state is not None:
+            # Redis lost the partition's hash (restart without data): take it again, which also
+            # runs the state-loss check.
+            log.error("partition state vanished from Redis", extra={"partition": batch.tp.partition})
+            await self._claimer.take(state)
+            if state.consuming:
+                return True
+            self._rewind(batch)
+            return False
+        log.warning(
+            "fenced: another instance owns this partition now; batch dropped",
+            extra={"partition": batch.tp.partition, "first_offset": batch.first_offset},
+        )
+        self._rewind(batch)
+        return False

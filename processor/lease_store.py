@@ -7,13 +7,14 @@ and one script call can decide the partition's whole batch atomically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 import msgpack
 import orjson
 from redis.asyncio import Redis
 from redis.crc import key_slot
+from redis.exceptions import NoScriptError
 
 from processor.policies import Policy
 from processor.script_results import Decided, FencedError, Result, StateBehind, parse_result
@@ -50,6 +51,45 @@ class Rules:
     # Index entries one script call may look at (0: no bound): a partition silent for longer than
     # the TTL would otherwise expire all its leases in one call, blocking that Redis meanwhile.
     max_expiries_per_call: int = 0
+
+
+@dataclass
+class DecideCall:
+    """One partition's batch for the decide script.
+
+    `events`: (offset, record timestamp ms, event) in log order. `committed`: the partition's
+    committed offset (-1 if none); `last_offset`: the batch's last offset, dead letters
+    included. `policies`: each event's policy (None: the settings' limit for all).
+    `applied_before`: the highest offset already applied under this owner's epoch; an applied
+    offset below it in Redis is refused as StateBehind (nothing written).
+    """
+
+    partition: int
+    epoch: int
+    committed: int
+    last_offset: int
+    events: list[tuple[int, int, DecodedEvent]]
+    policies: list[Policy] | None = None
+    applied_before: int = -1
+
+
+@dataclass
+class _BuiltCall:
+    """A DecideCall's keys and arguments, built once, and its results so far."""
+
+    call: DecideCall
+    tag: str
+    rows: list[tuple]
+    user_keys: list[str]
+    args: list
+    results: list[Result] = field(default_factory=list)
+    stuck: bool = False  # the last call stopped before deciding anything
+
+    def command(self, due_keys: list[bytes]) -> tuple[list, list]:
+        """(keys, args) of the next call: the records not decided yet."""
+        done = len(self.results)
+        self.args[8] = orjson.dumps(self.rows[done:] if done else self.rows)
+        return [f"{self.tag}:p", *self.user_keys[done:], *due_keys, f"{self.tag}:x"], list(self.args)
 
 
 def hash_tag(events_topic: str, partition: int) -> str:
@@ -130,25 +170,50 @@ class LeaseStore:
         policies: list[Policy] | None = None,
         applied_before: int = -1,
     ) -> Decided:
-        """Decide `events` ((offset, record timestamp ms, event), in log order) atomically.
+        """Decide one partition's batch (see DecideCall); raise FencedError or StateBehind."""
+        call = DecideCall(partition, epoch, committed, last_offset, events, policies, applied_before)
+        (outcome,) = await self.decide_many([call])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-        `applied_before`: the highest offset already applied under this owner's epoch; an
-        applied offset below it in Redis raises StateBehind (nothing written).
+    async def decide_many(self, calls: list[DecideCall]) -> list[Decided | FencedError | StateBehind]:
+        """Decide the batches of several partitions in one Redis round trip (a pipeline; on a
+        cluster the client sends one per node, side by side). Each call is atomic on its own.
 
-        `committed` is the partition's committed offset (-1 if none), `last_offset` the last
-        offset of the batch including records that went to the DLQ. `policies` holds the
-        policy of each event (default: the settings' limit for all).
+        Returns, per call, its Decided results or the refusal (FencedError: a newer owner;
+        StateBehind: Redis lost writes) as a value, so one refused partition does not hold up
+        the others. A transient Redis error raises, and the caller retries the calls.
         """
-        tag = self._tag(partition)
-        head_key, index_key = self.partition_key(partition), f"{tag}:x"  # expiry_index_key()
-        user_keys = [f"{tag}:u:{ev.user_id}" for _, _, ev in events]  # user_key(), inlined (hot path)
-        # The batch's distinct policies go once; each event names its own by position (1-based).
+        built = [self._build(c) for c in calls]
+        outcomes: list = [None] * len(calls)
+        todo = list(range(len(calls)))
+        while todo:
+            # A call bounded by max_expiries_per_call stops before the record that has more due
+            # (MORE): the rest of its batch goes again, from that record, until all is decided.
+            due = await self._due_user_keys([built[i] for i in todo])
+            replies = await self._run_decide(
+                [built[i].command(keys) for i, keys in zip(todo, due, strict=True)]
+            )
+            again = []
+            for i, reply in zip(todo, replies, strict=True):
+                outcome = self._take_reply(built[i], reply)
+                if outcome is None:
+                    again.append(i)
+                outcomes[i] = outcome
+            todo = again
+        return outcomes
+
+    def _build(self, call: DecideCall) -> _BuiltCall:
+        tag = self._tag(call.partition)
+        policies = call.policies
         if policies is None:
-            policies = [self._settings_policy] * len(events)
+            policies = [self._settings_policy] * len(call.events)
+        # The batch's distinct policies go once; each event names its own by position (1-based).
         index: dict[int, int] = {}
         table = []
         numbers = []
-        for policy, (_o, _t, ev) in zip(policies, events, strict=True):
+        for policy, (_o, _t, ev) in zip(policies, call.events, strict=True):
             number = index.get(id(policy))
             if number is None:
                 # A plan policy is stored as 'p:<plan>': a duplicate naming another plan must
@@ -170,68 +235,98 @@ class LeaseStore:
                 ev.device_class or "",
                 number,
             )
-            for (offset, timestamp, ev), number in zip(events, numbers, strict=True)
+            for (offset, timestamp, ev), number in zip(call.events, numbers, strict=True)
         ]
-        policy_blob = orjson.dumps(table)
-        results: list[Result] = []
-        stuck = False
-        while True:
-            # A call bounded by max_expiries_per_call stops before the record that has more due
-            # (MORE): the rest of the batch goes again, from that record, until all is decided.
-            done = len(results)
-            due_keys = await self._due_user_keys(partition, tag, index_key, rows[done:], stuck)
-            args = [
-                epoch,
+        return _BuiltCall(
+            call,
+            tag,
+            rows,
+            [f"{tag}:u:{ev.user_id}" for _, _, ev in call.events],  # user_key(), inlined (hot path)
+            [
+                call.epoch,
                 *self._fixed_args,
-                committed,
-                last_offset,
+                call.committed,
+                call.last_offset,
                 self.rules.idle_user_ttl_ms,
                 self.rules.event_id_memory,
-                orjson.dumps(rows[done:]) if done else orjson.dumps(rows),
-                policy_blob,
-                applied_before,
+                None,  # the rows not decided yet, filled per call
+                orjson.dumps(table),
+                call.applied_before,
                 self.rules.max_expiries_per_call,
-            ]
-            reply = await self._decide(keys=[head_key, *user_keys[done:], *due_keys, index_key], args=args)
-            if reply.startswith(b"FENCED"):
-                self._next_due.pop(partition, None)
-                raise FencedError(partition, epoch, reply)
-            if reply.startswith(b"BEHIND"):
-                self._next_due.pop(partition, None)
-                raise StateBehind(partition, applied_before, reply)
-            partial = reply.startswith(b"MORE:")
-            leases, self._next_due[partition], *more = orjson.loads(reply[5:] if partial else reply)
-            results += [parse_result(r) for r in more]
-            if not partial:
-                return Decided(results, leases)
-            # Stopped before deciding anything: the entry it met may be due by a stream time
-            # above this batch's records (a late lease's expiry); read the index's head whatever.
-            stuck = not more
-
-    async def _due_user_keys(
-        self, partition: int, tag: str, index_key: str, rows: list[tuple], whatever: bool
-    ) -> list[bytes]:
-        """The user keys of the index entries that may come due in this call, in the script's
-        order (score, member), so that it names every key it touches (DESIGN: keys in KEYS).
-        Read only when the last reply's nx says something may be due by the batch's latest
-        record, or `whatever` the scores (after a call that stopped at once)."""
-        if not rows:  # only dead letters: nothing can move stream time
-            return []
-        horizon: int | str = "+inf" if whatever else max(row[3] for row in rows)
-        next_due = self._next_due.get(partition)
-        if not whatever and next_due is not None and (next_due < 0 or next_due > horizon):
-            return []
-        bound = self.rules.max_expiries_per_call
-        members = await self.redis.zrange(
-            index_key,
-            "-inf",
-            horizon,
-            byscore=True,
-            offset=0 if bound else None,
-            num=bound + 64 if bound else None,
+            ],
         )
-        prefix = f"{tag}:u:".encode()
-        return [prefix + m.split(b"\0\0", 1)[0].replace(b"\0\1", b"\0") for m in members]
+
+    def _take_reply(self, b: _BuiltCall, reply: bytes) -> Decided | FencedError | StateBehind | None:
+        """The call's outcome, or None when it stopped early (MORE) and must go again."""
+        partition = b.call.partition
+        if reply.startswith(b"FENCED"):
+            self._next_due.pop(partition, None)
+            return FencedError(partition, b.call.epoch, reply)
+        if reply.startswith(b"BEHIND"):
+            self._next_due.pop(partition, None)
+            return StateBehind(partition, b.call.applied_before, reply)
+        partial = reply.startswith(b"MORE:")
+        leases, self._next_due[partition], *more = orjson.loads(reply[5:] if partial else reply)
+        b.results += [parse_result(r) for r in more]
+        if not partial:
+            return Decided(b.results, leases)
+        # Stopped before deciding anything: the entry it met may be due by a stream time above
+        # this batch's records (a late lease's expiry); read the index's head whatever.
+        b.stuck = not more
+        return None
+
+    async def _run_decide(self, commands: list[tuple[list, list]]) -> list:
+        """The decide script's replies to (keys, args) commands: one command alone, several in
+        one pipeline. A script Redis does not know (a restart, a failover) is loaded again."""
+        if len(commands) == 1:
+            keys, args = commands[0]
+            return [await self._decide(keys=keys, args=args)]
+        pipe = self.redis.pipeline(transaction=False)
+        sha = self._decide.sha
+        for keys, args in commands:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies = await pipe.execute(raise_on_error=False)
+        for n, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                keys, args = commands[n]
+                replies[n] = await self._decide(keys=keys, args=args)  # loads the script
+            elif isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _due_user_keys(self, calls: list[_BuiltCall]) -> list[list[bytes]]:
+        """Per call, the user keys of the index entries that may come due in it, in the script's
+        order (score, member), so that it names every key it touches (DESIGN: keys in KEYS).
+        Read (one pipeline for all) only when the last reply's nx says something may be due by
+        the batch's latest record, or whatever the scores after a call that stopped at once."""
+        bound = self.rules.max_expiries_per_call
+        reads = []
+        for n, b in enumerate(calls):
+            rows = b.rows[len(b.results) :]
+            if not rows:  # only dead letters: nothing can move stream time
+                continue
+            horizon: int | str = "+inf" if b.stuck else max(row[3] for row in rows)
+            next_due = self._next_due.get(b.call.partition)
+            if not b.stuck and next_due is not None and (next_due < 0 or next_due > horizon):
+                continue
+            reads.append((n, b.tag, horizon))
+        due: list[list[bytes]] = [[] for _ in calls]
+        if not reads:
+            return due
+        pipe = self.redis.pipeline(transaction=False)
+        for _n, tag, horizon in reads:
+            pipe.zrange(
+                f"{tag}:x",  # expiry_index_key()
+                "-inf",
+                horizon,
+                byscore=True,
+                offset=0 if bound else None,
+                num=bound + 64 if bound else None,
+            )
+        for (n, tag, _h), members in zip(reads, await pipe.execute(), strict=True):
+            prefix = f"{tag}:u:".encode()
+            due[n] = [prefix + m.split(b"\0\0", 1)[0].replace(b"\0\1", b"\0") for m in members]
+        return due
 
     async def active_lease_counts(self, partition: int) -> dict[str, int]:
         """The partition's active leases per device class ('' = none), as the ledger counts them."""

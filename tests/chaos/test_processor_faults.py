@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 
 from processor.lease_store import _load_lua
 from producer_sim.verifier import Verifier
@@ -134,17 +135,22 @@ async def test_zombie_processor_paused_past_its_session_is_fenced_and_causes_no_
             print("the zombie never tried to write with its old epoch (nothing in flight on wake-up)")
 
 
-async def test_sigterm_under_load_exits_zero_and_commits_exactly_what_it_published(
+async def test_sigterm_under_load_exits_zero_within_5_s_and_commits_exactly_what_it_published(
     chaos_flow, tmp_path, record_figures
 ):
     rng = random.Random(1004)
     async with chaos_flow(partitions=4) as flow:
         proc = flow.spawn(tmp_path)
         await proc.wait_healthy()
-        load = await flow.load(seed=14, late=0.05, without_event_id=0.05, malformed=0.01)
-        await load.wait_acked(rng.randint(600, 1200))
+        load = await flow.load(seed=14, rate=500.0, late=0.05, without_event_id=0.05, malformed=0.01)
+        await load.wait_acked(rng.randint(1500, 2500))
+        asked = time.monotonic()
         code = proc.terminate(30)
+        exit_s = time.monotonic() - asked
         assert code == 0, proc.log()[-3000:]
+        # An orchestrator's grace period (30 s by default) must never run out: the batch in
+        # hand, one commit, leave the group. The bound is the issue's, not a benchmark.
+        assert exit_s <= 5.0, f"SIGTERM took {exit_s:.1f} s to exit"
         # What the stopped processor left: committed offsets and the verdicts it published.
         committed = await flow.committed()
         at_stop = await flow.verifier(redis=False)
@@ -158,7 +164,7 @@ async def test_sigterm_under_load_exits_zero_and_commits_exactly_what_it_publish
         report = await flow.verify()
         record_figures(
             figures(report, stats, faults="SIGTERM under load, restart", exit_code=code,
-                    committed_at_stop=sum(committed.values()), **report_partial)
+                    exit_s=round(exit_s, 2), committed_at_stop=sum(committed.values()), **report_partial)
         )  # fmt: skip
         assert report_partial["decided_beyond_commit"] == 0
         assert report_partial["undecided_below_commit"] == 0
