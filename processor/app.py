@@ -1,13 +1,16 @@
-"""The consume loop: fetch a batch, decide it in Redis, publish verdicts, then commit.
+"""The consume loop. One cycle: gather -> decide every partition in one Redis round trip ->
+publish -> commit.
 
-One batch at a time (the next one is fetched and decoded meanwhile): `getmany` returns
-records of several partitions; each partition's valid events are decided by one script
-call (the calls run concurrently), the verdicts and dead letters are published (publisher)
-and only when Kafka has acknowledged all of them are the offsets committed (committer).
-A crash anywhere replays the tail, and the stored results turn the replay into identical
-verdicts. Each partition's life (assigned, consuming, halted, revoked) is one
-PartitionState (partitions). Deciding a partition's batch is the decider's job (deciding),
-waiting out an absent Redis the retrier's (retrying).
+`getmany` returns the records of several partitions; while records flow, the consumer's
+fetches gather for up to GATHER_MS (the cycle's policy, cycle.py). Every partition's valid
+events are decided by its own atomic script call, all the calls in one pipeline (deciding);
+the verdicts and dead letters are published in one produce round (publisher); once Kafka has
+acknowledged all of them the offsets are handed to the committer, which keeps at most one
+commit in flight and starts one at most every COMMIT_INTERVAL_MS. The next cycle's records
+are fetched and decoded while this one is decided. A crash anywhere replays the tail, and the
+stored results turn the replay into identical verdicts. Each partition's life (assigned,
+consuming, halted, revoked) is one PartitionState (partitions); waiting out an absent Redis
+is the retrier's job (retrying).
 """
 
 from __future__ import annotations
