@@ -253,7 +253,7 @@ class Processor:
             state = self.partitions.revoke(tp)
             if state is not None and state.halt_reason is not None:
                 self.metrics.state_lost.labels(str(tp.partition)).set(0)
-            self.metrics.forget_active_leases(tp.partition)
+            self.metrics.forget_partition(tp.partition)
         self.metrics.assigned.set(0)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -105,9 +105,11 @@ class Metrics:
             self.active_leases_by_class.labels(p, device_class).set(n)
             known.add(device_class)
 
-    def forget_active_leases(self, partition: int) -> None:
-        """A revoked partition's counts are its new owner's to show."""
+    def forget_partition(self, partition: int) -> None:
+        """A revoked partition's counts and lag are its new owner's to show."""
         p = str(partition)
+        with contextlib.suppress(KeyError):  # never set: nothing was consumed here
+            self.lag.remove(p)
         for device_class in self._lease_classes.pop(p, ()):
             self.active_leases_by_class.remove(p, device_class)
         with contextlib.suppress(KeyError):  # never set: nothing was decided or read here
