@@ -141,3 +141,24 @@ def test_contract_lists_every_setting_with_its_default(settings):
         if cell.startswith("see "):
             continue  # the default is stated on the page the link names
         assert cell == _shown(field.default), f"{env}: docs say {cell}, the code {_shown(field.default)}"
+
+
+def test_the_pages_the_code_sends_operators_to_exist():
+    """Error messages and log lines name docs pages: each must be there (and its section, when quoted)."""
+    named = []
+    for source in sorted(ROOT.glob("*/**/*.py")):
+        if ".venv" in source.parts:
+            continue
+        for match in re.finditer(r"(docs/[\w-]+\.md)(?:, '([^']+)')?", source.read_text()):
+            named.append((source.relative_to(ROOT).as_posix(), match.group(1), match.group(2)))
+    assert any(path.startswith("processor/") for path, _, _ in named)
+    for where, page, section in named:
+        target = ROOT / page
+        if page in PAGES_IN_FLIGHT and not target.exists():
+            continue
+        assert target.exists(), f"{where} names {page}"
+        if section:
+            headings = {slug(h) for h in re.findall(r"^#+ (.+)$", target.read_text(), flags=re.M)}
+            assert any(h.startswith(slug(section)) for h in headings), (
+                f"{where}: no section {section!r} in {page}"
+            )
