@@ -125,6 +125,21 @@ def test_every_query_parses_with_promtool(tmp_path: Path):
         assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_alerts_fire_when_their_unit_tests_say():
+    """ops/prometheus/alerts_test.yml: synthetic series in, which alerts fire when (thresholds, `for`)."""
+    tool = promtool()
+    if tool is None:
+        pytest.skip("promtool is not installed (make system-deps unpacks Debian's into compose/.cache)")
+    done = subprocess.run(
+        [tool, "test", "rules", "alerts_test.yml"],
+        cwd=ops_queries.ALERTS.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_every_query_selects_a_metric():
     queries: list[Query] = ops_queries.all_queries()
     assert len(queries) > 40
