@@ -23,8 +23,8 @@ pytestmark = pytest.mark.unit
 OBSERVABILITY_DOC = ROOT / "docs" / "observability.md"
 PROVISIONING = ROOT / "ops" / "grafana" / "provisioning"
 PROMETHEUS_CONFIG = ROOT / "ops" / "prometheus" / "prometheus.yml"
-# compose/.cache/promtool is where `make system-deps` unpacks Debian's promtool (ops/promtool.sh).
-LOCAL_PROMTOOL = ROOT / "compose" / ".cache" / "promtool" / "usr" / "bin" / "promtool"
+# Where `make system-deps` unpacks Debian's promtool (ops/prometheus-binaries.sh).
+LOCAL_PROMTOOL = ROOT / "compose" / ".cache" / "prometheus" / "promtool"
 
 
 def promtool() -> str | None:
