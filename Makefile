@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-system-deps: install ## make sure redis-server and the Apache Kafka jars (Java + Maven) are available
+system-deps: install ## make sure redis-server, the Apache Kafka jars (Java + Maven) and Prometheus (for the rules tests) are available
 	$(PY) -m compose.launcher ensure
+	@bash ops/prometheus-binaries.sh
 
 services: install ## start Kafka on localhost:9092 and Redis on localhost:6379 (Docker if it answers, else local processes)
 	$(PY) -m compose.launcher up

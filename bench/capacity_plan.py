@@ -1,4 +1,4 @@
-"""The capacity arithmetic of the README's "Capacity plan", from figures measured by bench.capacity.
+"""The capacity arithmetic of docs/performance.md's "Capacity plan", from figures measured by bench.capacity.
 
 Pure arithmetic, no services: `measured(report)` picks the inputs from a bench.capacity
 report, `plan(Measured(...))` returns every step as a dict and `format_plan()` prints it, so

@@ -102,7 +102,7 @@ class PartitionClaimer:
         self._halt(state, "state_lost")
         log.error(
             "Redis lost the lease state of this partition: it is not decided until an operator restarts "
-            "the processor with ACCEPT_STATE_LOSS=true (see README, 'Redis state loss')",
+            "the processor with ACCEPT_STATE_LOSS=true (see docs/operations.md, 'What each halt means')",
             extra=where,
         )
 
@@ -123,7 +123,8 @@ class PartitionClaimer:
         log.error(
             "the events partition ends before the offsets Redis applied: the topic was recreated or "
             "truncated, and its new records would be taken for replays. It is not decided until an "
-            "operator restarts the processor with ACCEPT_STATE_LOSS=true (see README, 'Redis state loss')",
+            "operator restarts the processor with ACCEPT_STATE_LOSS=true "
+            "(see docs/operations.md, 'What each halt means')",
             extra=where,
         )
 
@@ -133,7 +134,7 @@ class PartitionClaimer:
         log.error(
             "Redis lost acknowledged lease writes of this partition (a failover to a replica that had "
             "not got them?): it is not decided until an operator restarts the processor with "
-            "ACCEPT_STATE_LOSS=true (see README, 'Redis state loss')",
+            "ACCEPT_STATE_LOSS=true (see docs/operations.md, 'What each halt means')",
             extra={"partition": state.tp.partition, "error": str(err)},
         )
 

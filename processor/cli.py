@@ -91,7 +91,7 @@ async def _command(args: argparse.Namespace) -> int:
 
 SETTINGS_HINT = (
     "Settings come from environment variables (or .env), as for the processor: "
-    "see the README's settings table."
+    "see docs/contract.md, Settings."
 )
 
 

@@ -146,7 +146,7 @@ class LeaseStore:
             raise PartitionCountChanged(
                 f"the events topic {self.events_topic!r} has {partitions} partitions but the lease state in "
                 f"Redis was written for {stored}: users would be decided against the wrong state. "
-                "See the README section 'Changing the partition count'."
+                "See docs/operations.md, 'Changing the partition count'."
             )
 
     async def claim(self, partition: int) -> Claim:
