@@ -4,7 +4,8 @@ partition's fencing epoch, and what a refusal means.
 A batch is decided only by the partition state it was fetched under (partitions); one that
 may not be decided now is rewound and read again. The script refuses a call with an older
 epoch (FencedError: another instance owns the partition) and one whose Redis state is
-behind what Kafka committed (StateBehind: the state is lost, the partition halts).
+behind what this owner applied (StateBehind: Redis lost writes; the partition replays its
+log from Redis's applied offset, see repair.py, or halts when it cannot).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from processor.lease_store import LeaseStore
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower
+from processor.repair import StateRepairer
 from processor.script_results import FencedError, StateBehind
 from processor.tokens import TokenSigner
 
@@ -39,6 +41,7 @@ class BatchDecider:
         events_topic: str,
         signer: TokenSigner,
         verdict_partition: Callable[[bytes], int],
+        repairer: StateRepairer,
     ) -> None:
         self._consumer = consumer
         self._partitions = partitions
@@ -50,6 +53,7 @@ class BatchDecider:
         self._events_topic = events_topic
         self._signer = signer
         self._verdict_partition = verdict_partition
+        self._repairer = repairer
 
     def ready(self, b: PartitionBatch) -> bool:
         """Whether this batch may be decided now; a batch that may not is read again later."""
@@ -110,23 +114,36 @@ class BatchDecider:
                 )
                 if state is not None:
                     state.applied = max(state.applied, batch.last_offset)
+                    self._repairer.decided(state, batch.first_offset, batch.last_offset)  # repair: progress
                 return True
             except StateBehind as err:
+                # Repair: Redis lost writes under this owner; replay from its applied offset
+                # (the repairer seeks there, and this batch is read again in the replay).
                 if state is not None:
-                    self._claimer.halt_state_lost(state, err)
-                self._rewind(batch)
+                    await self._claimer.repair_or_halt(state, err.applied)
+                    if not state.consuming:
+                        self._rewind(batch)
+                else:
+                    self._rewind(batch)
                 return False
             except FencedError as err:
                 self._metrics.fenced.inc()
                 state = self._partitions.get(tp)
-                if err.current_epoch is None and state is not None:
-                    # Redis lost the partition's hash (restart without data): take it again,
-                    # which also runs the state-loss check.
-                    log.error("partition state vanished from Redis", extra={"partition": tp.partition})
+                if state is not None and (err.current_epoch is None or err.current_epoch < epoch):
+                    # Redis lost the partition's hash (restart without data), or a failover lost
+                    # this owner's claim (repair: the epoch went back): take it again, which also
+                    # runs the state-loss checks.
+                    log.error(
+                        "partition state vanished from Redis, or went back before this owner's claim",
+                        extra={"partition": tp.partition, "epoch": epoch, "redis_epoch": err.current_epoch},
+                    )
+                    generation = state.generation
                     await self._claimer.take(state)
                     if not state.consuming:
                         self._rewind(batch)
                         return False
+                    if state.generation != generation:
+                        return False  # the claim started a repair: its replay reads this batch again
                     continue
                 log.warning(
                     "fenced: another instance owns this partition now; batch dropped",
