@@ -3,7 +3,8 @@ Redis's applied offset and publishes the same verdicts again; only what cannot b
 
 A failover to a replica that missed writes is played here on one Redis by putting a partition's
 keys back as they were (every key of its hash tag, in one transaction: what a replica holds is a
-prefix of the master's writes). tests/chaos/test_cluster_failover.py and test_aof_lost_tail.py do it with real faults.
+prefix of the master's writes). tests/chaos/test_cluster_failover.py and test_aof_lost_tail.py
+do it with real faults.
 """
 
 from __future__ import annotations
