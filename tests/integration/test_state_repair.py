@@ -134,7 +134,8 @@ async def test_a_claim_that_finds_redis_behind_the_committed_offset_replays_from
 
 async def test_a_second_loss_during_a_repair_restarts_it_from_the_older_state(flow_factory, redis_client):
     users = users_on(0, 2, 20)
-    async with flow_factory(partitions=2, batch_max_records=1) as flow:  # one record per cycle
+    # One record per cycle (no gathering: GATHER_MS would ask getmany for 0 more records).
+    async with flow_factory(partitions=2, batch_max_records=1, gather_ms=0) as flow:
         running = await flow.start_processor()
         processor = running.processor
         await flow.send("start", users[0], "s", at=0, event_id="first")
