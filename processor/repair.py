@@ -9,8 +9,9 @@ record, the state and the policy, so deciding the records after that offset agai
 what was lost and yields the verdicts published the first time, byte for byte (consumers
 dedupe on verdictId). The partition keeps consuming while it replays; the others go on.
 
-What cannot be replayed still halts (claims.py): the records are gone from the log (below
-its start offset), or Redis holds no state at all (a wiped Redis), or the topic was recreated.
+The checks that find the loss, and the halts, live in claims.py; the script call that meets
+it (BEHIND) in deciding.py. What cannot be replayed still halts: the records are gone from
+the log (below its start offset), Redis holds no state at all (wiped), the topic was recreated.
 """
 
 from __future__ import annotations
@@ -42,22 +43,10 @@ class StateRepairer:
         self._metrics = metrics
         self._policy_changed_at = policy_changed_at
 
-    async def replayable(self, state: PartitionState, applied: int) -> bool:
-        """Whether the records after `applied` are all still in the log."""
-        log_start = (await self._consumer.beginning_offsets([state.tp]))[state.tp]
-        if applied + 1 >= log_start:
-            return True
-        log.error(
-            "Redis lost lease writes of this partition and the records to replay them are gone from the "
-            "log (deleted or past retention): it is not decided until an operator restarts the processor "
-            "with ACCEPT_STATE_LOSS=true (see docs/state-repair.md)",
-            extra={"partition": state.tp.partition, "applied": applied, "log_start": log_start},
-        )
-        return False
-
     def start(self, state: PartitionState, applied: int, upto: int, found: str) -> None:
-        """Replay the partition from `applied` + 1 (checked replayable): seek there and drop
-        every batch fetched before (the generation), so the next batches are the replay."""
+        """Replay the partition from `applied` + 1 (the caller checked that the log still starts
+        at or before it): seek there and drop every batch fetched before (the generation), so
+        the next batches are the replay, up to `upto` (the furthest offset decided before)."""
         tp = state.tp
         self._consumer.seek(tp, applied + 1)
         state.rewound()
@@ -88,10 +77,7 @@ class StateRepairer:
             log.warning(
                 "a policy changed shortly before this repair: replayed events decided before the change "
                 "are decided under the policy in force now, so their verdicts may differ from the first",
-                extra={
-                    "partition": tp.partition,
-                    "policy_changed_seconds_ago": round(time.monotonic() - changed, 1),
-                },
+                extra={"partition": tp.partition, "policy_changed_seconds_ago": ago},
             )
 
     def decided(self, state: PartitionState, first_offset: int, last_offset: int) -> None:
