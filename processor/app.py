@@ -38,6 +38,7 @@ from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
 from processor.redis_client import connect
+from processor.repair import StateRepairer
 from processor.replies import ReplySender
 from processor.retrying import Retrier, StopRequested
 from processor.tokens import make_signer
@@ -73,6 +74,7 @@ class Processor:
         self._replies: ReplySender | None = None
         self._committer: OffsetCommitter | None = None
         self._claimer: PartitionClaimer | None = None
+        self._repairer: StateRepairer | None = None
         self._decider: BatchDecider | None = None
         self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
@@ -148,8 +150,17 @@ class Processor:
         self._consumer = events_consumer(s)
         self._pacing = FetchPacing(self._consumer, self._cycle)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics, self._cycle)
+        policies = self.policies
+        self._repairer = StateRepairer(self._consumer, self.metrics, lambda: policies.changed_at)
         self._claimer = PartitionClaimer(
-            self._consumer, self._store, s, self.metrics, self._retry_redis, self.partitions, self._backoff
+            self._consumer,
+            self._store,
+            s,
+            self.metrics,
+            self._retry_redis,
+            self.partitions,
+            self._backoff,
+            self._repairer,
         )
         self._decider = BatchDecider(
             self._consumer,
@@ -162,6 +173,7 @@ class Processor:
             s.events_topic,
             self._signer,
             self._verdict_partition,
+            self._repairer,
         )
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
@@ -215,13 +227,17 @@ class Processor:
 
     def health(self) -> tuple[bool, dict]:
         """Readiness: UP only while consuming partitions (claimed, so not during an assignment),
-        none halted, publishing working."""
+        none halted, publishing working. A partition replaying lost Redis writes is consuming
+        (UP), and named under `repairingPartitions`."""
         assigned = self._consumer.assignment() if self._consumer is not None else set()
         body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
         halted = self.partitions.halted()
         if halted:
             body["stateLostPartitions"] = [s.tp.partition for s in halted]
             body["haltReasons"] = {str(s.tp.partition): s.halt_reason for s in halted}
+        repairing = self.partitions.repairing()  # repair: replaying the log, not halted
+        if repairing:
+            body["repairingPartitions"] = [s.tp.partition for s in repairing]
         failing = self._publisher.failing if self._publisher is not None else None
         if failing is not None:
             body["publishError"] = failing
@@ -253,6 +269,8 @@ class Processor:
             state = self.partitions.revoke(tp)
             if state is not None and state.halt_reason is not None:
                 self.metrics.state_lost.labels(str(tp.partition)).set(0)
+            if state is not None and self._repairer is not None:
+                self._repairer.forget(state)  # repair: its next owner finds the loss at its claim
             self.metrics.forget_partition(tp.partition)
         self.metrics.assigned.set(0)
 

@@ -1,11 +1,12 @@
 """Taking ownership of an assigned partition: the fencing epoch, and the state-loss checks.
 
-Kafka's committed offset and Redis's applied offset must agree: Redis knowing less than
-Kafka committed means the leases of that history are gone (Redis lost its state); Redis
-knowing offsets beyond the end of the log means the topic was recreated or truncated and
-the state belongs to another log. Either halts the partition until an operator accepts
-it (ACCEPT_STATE_LOSS=true); deciding on would grant streams twice or answer new events
-as replays.
+Kafka's committed offset and Redis's applied offset must agree. Redis knowing less than
+Kafka committed (or than a running owner applied) means Redis lost its last writes (a
+failover, an AOF restart): the partition replays its log from Redis's applied offset
+(repair.py). What cannot be replayed halts the partition until an operator accepts it
+(ACCEPT_STATE_LOSS=true): Redis holding no state at all for a partition with committed
+offsets (wiped), the records to replay gone from the log, or Redis knowing offsets beyond
+the end of the log (the topic was recreated: its new records would be answered as replays).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from processor.config import Settings
 from processor.lease_store import Claim, LeaseStore
 from processor.metrics import Metrics
 from processor.partitions import Partitions, PartitionState
+from processor.repair import StateRepairer
 
 log = logging.getLogger("processor")
 
@@ -37,6 +40,7 @@ class PartitionClaimer:
         retry_redis: RetryRedis,
         partitions: Partitions,
         backoff: Callable[[int], Awaitable[None]],
+        repairer: StateRepairer,
     ) -> None:
         self._consumer = consumer
         self._store = store
@@ -45,6 +49,7 @@ class PartitionClaimer:
         self._retry_redis = retry_redis
         self._partitions = partitions
         self._backoff = backoff
+        self._repairer = repairer
         self._retries: set[asyncio.Task] = set()
 
     async def take_or_retry(self, state: PartitionState) -> None:
@@ -92,17 +97,69 @@ class PartitionClaimer:
         if not committed or (claim.applied is not None and claim.applied >= committed - 1):
             return  # nothing decided yet, or Redis knows at least what Kafka committed
         where = {"partition": tp.partition, "committed": committed, "applied": claim.applied}
+        if claim.applied is not None:
+            log_start = await self._log_start(state)
+            if claim.applied + 1 >= log_start:
+                self._repairer.start(state, claim.applied, committed - 1, "claim")
+                return
+            where["log_start"] = log_start
         if self._settings.accept_state_loss:
             log.warning(
-                "accepting lost Redis state (ACCEPT_STATE_LOSS=true): deciding from an empty state",
+                "accepting lost Redis state (ACCEPT_STATE_LOSS=true): deciding from the state Redis holds",
                 extra=where,
             )
             await self._store.accept_state_loss(tp.partition, claim.epoch, committed - 1)
             return
         self._halt(state, "state_lost")
+        if claim.applied is None:
+            log.error(
+                "Redis lost the lease state of this partition (it holds none, but Kafka has committed "
+                "offsets): it is not decided until an operator restarts the processor with "
+                "ACCEPT_STATE_LOSS=true (see docs/state-repair.md)",
+                extra=where,
+            )
+        else:
+            self._log_records_gone(where)
+
+    async def repair_or_halt(self, state: PartitionState, applied: int) -> None:
+        """Redis's applied offset went below what this owner applied (the script's BEHIND):
+        replay from it, or halt when that cannot rebuild the state."""
+        upto = max(state.applied, state.committed - 1)
+        where = {"partition": state.tp.partition, "applied": applied, "owner_applied": state.applied}
+        if applied >= 0:
+            log_start = await self._log_start(state)
+            if applied + 1 >= log_start:
+                self._repairer.start(state, applied, upto, "running")
+                return
+            self._halt(state, "state_lost")
+            self._log_records_gone({**where, "log_start": log_start})
+            return
+        self._halt(state, "state_lost")
         log.error(
-            "Redis lost the lease state of this partition: it is not decided until an operator restarts "
-            "the processor with ACCEPT_STATE_LOSS=true (see docs/operations.md, 'What each halt means')",
+            "Redis lost the lease state of this partition under its running owner (it holds no applied "
+            "offset any more): it is not decided until an operator restarts the processor with "
+            "ACCEPT_STATE_LOSS=true (see docs/state-repair.md)",
+            extra=where,
+        )
+
+    async def _log_start(self, state: PartitionState) -> int:
+        """The partition's log start offset (Kafka away: retried; the replay must not start
+        below it, or the consumer's offset reset would skip the gap on a stale state)."""
+        attempt = 0
+        while True:
+            try:
+                return (await self._consumer.beginning_offsets([state.tp]))[state.tp]
+            except KafkaError as exc:
+                attempt += 1
+                log.warning("reading the log start failed; retrying", extra={"error": repr(exc)})
+                await self._backoff(attempt)
+
+    @staticmethod
+    def _log_records_gone(where: dict) -> None:
+        log.error(
+            "Redis lost lease writes of this partition and the records to replay them are gone from the "
+            "log (deleted, or past retention): it is not decided until an operator restarts the processor "
+            "with ACCEPT_STATE_LOSS=true (see docs/state-repair.md)",
             extra=where,
         )
 
@@ -123,22 +180,12 @@ class PartitionClaimer:
         log.error(
             "the events partition ends before the offsets Redis applied: the topic was recreated or "
             "truncated, and its new records would be taken for replays. It is not decided until an "
-            "operator restarts the processor with ACCEPT_STATE_LOSS=true "
-            "(see docs/operations.md, 'What each halt means')",
+            "operator restarts the processor with ACCEPT_STATE_LOSS=true (see docs/state-repair.md)",
             extra=where,
         )
 
-    def halt_state_lost(self, state: PartitionState, err: Exception) -> None:
-        """Redis lost writes under a running owner (the script saw its applied offset go back)."""
-        self._halt(state, "state_lost")
-        log.error(
-            "Redis lost acknowledged lease writes of this partition (a failover to a replica that had "
-            "not got them?): it is not decided until an operator restarts the processor with "
-            "ACCEPT_STATE_LOSS=true (see docs/operations.md, 'What each halt means')",
-            extra={"partition": state.tp.partition, "error": str(err)},
-        )
-
     def _halt(self, state: PartitionState, reason: str) -> None:
+        self._repairer.forget(state)
         state.halt(reason)
         self._consumer.pause(state.tp)
         self._metrics.state_lost.labels(str(state.tp.partition)).set(1)

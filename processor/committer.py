@@ -111,6 +111,11 @@ class OffsetCommitter:
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         """One commit; False when it failed and its offsets went back to `pending`."""
+        # A repair replays offsets Kafka has committed already (repair.py): never commit backwards.
+        # (One commit at a time, so `committed` holds every commit that landed before this one.)
+        offsets = {tp: m for tp, m in offsets.items() if m.offset > self._partitions.committed(tp)}
+        if not offsets:
+            return True
         started = time.perf_counter()
         try:
             await self._consumer.commit(offsets)

@@ -4,7 +4,8 @@ partition's fencing epoch, and what a refusal means.
 A batch is decided only by the partition state it was fetched under (partitions); one that
 may not be decided now is rewound and read again. The script refuses a call with an older
 epoch (FencedError: another instance owns the partition) and one whose Redis state is
-behind what Kafka committed (StateBehind: the state is lost, the partition halts).
+behind what this owner applied (StateBehind: Redis lost writes; the partition replays its
+log from Redis's applied offset, see repair.py, or halts when it cannot).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from processor.lease_store import DecideCall, LeaseStore
 from processor.metrics import Metrics
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower
+from processor.repair import StateRepairer
 from processor.script_results import FencedError, StateBehind
 from processor.tokens import TokenSigner
 
@@ -39,6 +41,7 @@ class BatchDecider:
         events_topic: str,
         signer: TokenSigner,
         verdict_partition: Callable[[bytes], int],
+        repairer: StateRepairer,
     ) -> None:
         self._consumer = consumer
         self._partitions = partitions
@@ -50,6 +53,7 @@ class BatchDecider:
         self._events_topic = events_topic
         self._signer = signer
         self._verdict_partition = verdict_partition
+        self._repairer = repairer
 
     def ready(self, b: PartitionBatch) -> bool:
         """Whether this batch may be decided now; a batch that may not is read again later."""
@@ -102,19 +106,23 @@ class BatchDecider:
                 break
             outcomes = await self._retry_redis("decide", lambda calls=calls: self._store.decide_many(calls))
             todo = []
-            for b, outcome in zip(live, outcomes, strict=True):
+            for b, call, outcome in zip(live, calls, outcomes, strict=True):
                 state = self._partitions.get(b.tp)
                 if isinstance(outcome, StateBehind):
+                    # Repair: Redis lost writes under this owner; replay from its applied offset
+                    # (the repairer seeks there, and this batch is read again in the replay).
                     if state is not None:
-                        self._claimer.halt_state_lost(state, outcome)
-                    self._rewind(b)
+                        await self._claimer.repair_or_halt(state, outcome.applied)
+                    if state is None or not state.consuming:
+                        self._rewind(b)
                 elif isinstance(outcome, FencedError):
-                    if await self._fenced(b, outcome):
+                    if await self._fenced(b, call.epoch, outcome):
                         todo.append(b)  # claimed again: decide it under the new epoch
                 else:
                     b.results = outcome
                     if state is not None:
                         state.applied = max(state.applied, b.last_offset)
+                        self._repairer.decided(state, b.first_offset, b.last_offset)  # repair: progress
                     decided.append(b)
         for b in decided:
             build_batch_verdicts(b, self._events_topic, self._signer, self._verdict_partition)
@@ -128,20 +136,26 @@ class BatchDecider:
             return None
         return [table.resolve(ev.user_id, ev.plan) for _o, _t, ev in batch.events]
 
-    async def _fenced(self, batch: PartitionBatch, err: FencedError) -> bool:
+    async def _fenced(self, batch: PartitionBatch, epoch: int, err: FencedError) -> bool:
         """A call refused for its epoch; True when the partition was claimed again and the
         batch may go again, else it is rewound or dropped."""
         self._metrics.fenced.inc()
         state = self._partitions.get(batch.tp)
-        if err.current_epoch is None and state is not None:
-            # Redis lost the partition's hash (restart without data): take it again, which also
-            # runs the state-loss check.
-            log.error("partition state vanished from Redis", extra={"partition": batch.tp.partition})
+        if state is not None and (err.current_epoch is None or err.current_epoch < epoch):
+            # Redis lost the partition's hash (restart without data), or a failover lost this
+            # owner's claim (repair: the epoch went back): take it again, which also runs the
+            # state-loss checks.
+            log.error(
+                "partition state vanished from Redis, or went back before this owner's claim",
+                extra={"partition": batch.tp.partition, "epoch": epoch, "redis_epoch": err.current_epoch},
+            )
+            generation = state.generation
             await self._claimer.take(state)
-            if state.consuming:
-                return True
-            self._rewind(batch)
-            return False
+            if not state.consuming:
+                self._rewind(batch)
+                return False
+            # A claim that started a repair reads this batch again in its replay.
+            return state.generation == generation
         log.warning(
             "fenced: another instance owns this partition now; batch dropped",
             extra={"partition": batch.tp.partition, "first_offset": batch.first_offset},

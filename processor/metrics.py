@@ -54,6 +54,22 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        self.state_repairs = Counter(
+            "concurrency_state_repairs_total",
+            "Times a partition's Redis state was found behind and replayed from the log",
+            registry=r,
+        )
+        self.state_repair_records = Counter(
+            "concurrency_state_repair_records_total",
+            "Records decided again to repair lost Redis state",
+            registry=r,
+        )
+        self.state_repairing = Gauge(
+            "concurrency_state_repairing",
+            "1 while a partition replays its log to repair lost Redis state",
+            ["partition"],
+            registry=r,
+        )
         self.fenced = Counter(
             "concurrency_fenced_total", "Batches refused because another owner took the partition", registry=r
         )

@@ -5,7 +5,9 @@
         └───────────────────┴──────── revoked ◄───────┘
 
 A partition is `assigned` (paused, fetches held) until its fencing epoch is claimed in
-Redis; then it is `consuming`, or `halted` when Redis lost its state. Revocation ends it.
+Redis; then it is `consuming`, or `halted` when Redis lost its state beyond repair. Revocation
+ends it. A consuming partition whose Redis state went back replays its log (`repair`, see
+repair.py) and stays consuming meanwhile.
 A batch is decided only under the state, and the generation of it, it was fetched under:
 a batch the loop prefetched before a rewind, or before the partition was revoked and
 assigned again, is stale (its offsets may lie beyond the reset position: deciding it would
@@ -30,6 +32,16 @@ class Phase(enum.Enum):
 
 
 @dataclass
+class Repair:
+    """A replay in progress (repair.py): offsets first..upto are decided again."""
+
+    first: int  # Redis's applied offset + 1: where the replay starts
+    upto: int  # the highest offset decided before the loss (owner's applied, or committed - 1)
+    started: float  # time.monotonic() when the loss was found
+    records: int = 0  # records decided again so far
+
+
+@dataclass
 class PartitionState:
     tp: TopicPartition
     phase: Phase = Phase.ASSIGNED
@@ -38,6 +50,7 @@ class PartitionState:
     generation: int = 0  # +1 at each rewind; batches fetched under an older one are stale
     halt_reason: str | None = None
     applied: int = -1  # the highest offset applied in Redis under this state's epoch
+    repair: Repair | None = None  # set while the partition replays lost Redis writes
 
     def claimed(self, epoch: int, committed: int) -> None:
         self.phase, self.epoch, self.committed = Phase.CONSUMING, epoch, committed
@@ -95,6 +108,9 @@ class Partitions:
 
     def halted(self) -> list[PartitionState]:
         return sorted((s for s in self._states.values() if s.phase is Phase.HALTED), key=lambda s: s.tp)
+
+    def repairing(self) -> list[PartitionState]:
+        return sorted((s for s in self._states.values() if s.repair is not None), key=lambda s: s.tp)
 
     def __iter__(self) -> Iterator[PartitionState]:
         return iter(list(self._states.values()))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -185,6 +186,7 @@ class PolicyFollower:
         self._metrics = metrics
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
+        self.changed_at: float | None = None  # time.monotonic() of the last record read while following
 
     async def start(self, partitions: int, timeout_s: float = 60.0, follow: bool = True) -> None:
         """Return once every record up to the topic's current end is applied; then follow it."""
@@ -216,6 +218,8 @@ class PolicyFollower:
                 self.table.apply(rec.key, rec.value, f"{tp.topic}/{tp.partition}@{rec.offset}")
         if batch:
             self._metrics.policies.set(len(self.table))
+            if self._task is not None:  # following (not the first read): a repair may want to know
+                self.changed_at = time.monotonic()
 
     async def _follow(self) -> None:
         while True:

@@ -122,6 +122,18 @@ def figures(report: VerifyReport, load: LoadStats | None = None, **extra: object
     return out
 
 
+def repair_figures(proc: ProcessorProcess) -> dict:
+    """What the processor's log says of its repairs of lost Redis state (repair.py)."""
+    started = proc.logged("replaying its log")
+    done = proc.logged("partition repaired from the log")
+    return {
+        "repairs": len(started),
+        "repaired_partitions": sorted({x["partition"] for x in started}),
+        "records_replayed": sum(x["records"] for x in done),
+        "repair_seconds": [x["seconds"] for x in done],
+    }
+
+
 class LostVerdicts(AssertionError):
     """Valid events without a verdict: the first thing a run can get wrong, reported apart."""
 
