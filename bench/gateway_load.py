@@ -23,6 +23,7 @@ import jwt
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.kafka_util import events_producer_partitioner
 from gateway.auth import auth_secret
 from gateway.settings import load_gateway_settings
 from processor.replies import PARTITION_HEADER, TOPIC_HEADER
@@ -118,7 +119,13 @@ async def over_kafka(bootstrap: str, events_topic: str, rate: float, seconds: fl
     replies = f"bench-replies-{tag}"
     await ensure_topics(bootstrap, [replies], 1, 1)
     waiters: dict[str, asyncio.Future] = {}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        partitioner=events_producer_partitioner(),
+    )
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await producer.start()
     await consumer.start()

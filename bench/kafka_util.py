@@ -1,5 +1,8 @@
 """Topics, partitioning and the one timing method every candidate shares.
 
+The loaders place each key where the bench's processors look for it: EVENT_PARTITIONER of
+the bench's environment, which the processors it starts inherit (processor/partitioning.py).
+
 Every output topic is created with `message.timestamp.type=LogAppendTime`: the broker stamps
 each record when it appends it, so a candidate's throughput is its output count over the
 span from its first to its last append, measured by the same clock for everyone.
@@ -8,21 +11,35 @@ span from its first to its last append, measured by the same clock for everyone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
-from aiokafka.partitioner import murmur2
+
+from processor.config import CommonSettings
+from processor.partitioning import ProducerPartitioner, partition_for
 
 LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 _ALREADY_EXISTS = 36
 
 
+@functools.cache
+def events_partitioner() -> str:
+    """EVENT_PARTITIONER of the bench's environment (default murmur2, as aiokafka and Java)."""
+    return CommonSettings().event_partitioner
+
+
 def partition_of(key: bytes, partitions: int) -> int:
-    """What aiokafka's DefaultPartitioner (and Java's) picks for a key."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    """The events partition the bench's processors expect `key` in."""
+    return partition_for(events_partitioner(), key, partitions)
+
+
+def events_producer_partitioner() -> ProducerPartitioner:
+    """aiokafka's `partitioner=` for a bench producer of events (same placement as partition_of)."""
+    return ProducerPartitioner(events_partitioner())
 
 
 async def create_topics(

@@ -18,7 +18,7 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from processor.batches import verdict_partitioner
+from processor.partitioning import check_partitioner, key_partitioner
 from processor.replies import PARTITION_HEADER, TOPIC_HEADER
 
 # A fixed namespace: the same (user, key) names the same session on every instance, forever.
@@ -78,8 +78,11 @@ def now_ms() -> int:
 class EventPublisher:
     """An idempotent producer (acks=all) of events keyed by userId, with the reply headers."""
 
-    def __init__(self, bootstrap: str, events_topic: str, replies_topic: str) -> None:
+    def __init__(
+        self, bootstrap: str, events_topic: str, replies_topic: str, event_partitioner: str = "murmur2"
+    ) -> None:
         self.events_topic = events_topic
+        self._event_partitioner = check_partitioner(event_partitioner)  # EVENT_PARTITIONER
         self._bootstrap = bootstrap
         self._replies_topic = replies_topic.encode()
         self._producer: AIOKafkaProducer | None = None  # made in start(): aiokafka needs the loop
@@ -106,12 +109,12 @@ class EventPublisher:
         cluster = await self._producer.client.fetch_all_metadata()
         count = len(cluster.partitions_for_topic(self.events_topic) or ())
         if count:
-            # The default partitioner's choice, cached per user (murmur2 is pure Python).
-            self._partition_of = verdict_partitioner(count)
+            # EVENT_PARTITIONER's choice, cached per user (murmur2 and FNV-1a are pure Python).
+            self._partition_of = key_partitioner(self._event_partitioner, count)
         return count
 
     def partition_of(self, user_id: str) -> int:
-        """The events partition of a user: the one the default partitioner gives its key."""
+        """The events partition of a user: the one EVENT_PARTITIONER gives its key."""
         assert self._partition_of is not None, "events_partitions() first"
         return self._partition_of(user_id.encode())
 

@@ -69,7 +69,9 @@ class Gateway:
         s = self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.wait_map = WaitMap(s.gateway_max_in_flight, s.gateway_max_in_flight_per_user)
-        self.publisher = EventPublisher(s.kafka_bootstrap_servers, s.events_topic, s.gateway_replies_topic)
+        self.publisher = EventPublisher(
+            s.kafka_bootstrap_servers, s.events_topic, s.gateway_replies_topic, s.event_partitioner
+        )
         self.router = ReplyRouter(
             s.kafka_bootstrap_servers,
             s.gateway_replies_topic,
@@ -103,7 +105,13 @@ class Gateway:
             log.warning("gateway not ready: retrying", extra={"why": self.state})
             await asyncio.sleep(STARTUP_RETRY_SECONDS)
         self.state = "running"
-        log.info("gateway started", extra={"events_partitions": self._events_partitions})
+        log.info(
+            "gateway started",
+            extra={
+                "events_partitions": self._events_partitions,
+                "event_partitioner": self.settings.event_partitioner,
+            },
+        )
 
     async def _start_once(self) -> bool:
         """One attempt at each step not done yet; False while the events topic does not exist."""

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from processor.batches import PartitionBatch, observe, split, verdict_partitioner
+from processor.batches import PartitionBatch, observe, split
 from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
@@ -31,8 +31,10 @@ from processor.consumer import FetchPacing, events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
+from processor.key_mismatches import KeyMismatches
 from processor.lease_store import LeaseStore, Rules
 from processor.metrics import Metrics
+from processor.partitioning import VERDICTS_PARTITIONER, PartitionCheck, key_partitioner
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
@@ -79,7 +81,8 @@ class Processor:
         self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
         self._verdict_partition = _no_partitions
-        self._event_partition = _no_partitions
+        self._placement: PartitionCheck | None = None  # the events topic's, when checked
+        self._mismatches = KeyMismatches(self.metrics, settings.event_partitioner)
         self.partitions = Partitions()
         self._batch_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -105,13 +108,14 @@ class Processor:
             s.topic_replication_factor,
             configs={s.events_topic: EVENTS_TOPIC_CONFIGS},
         )
-        self._verdict_partition = verdict_partitioner(counts[s.verdicts_topic])
-        # Same counts (the usual case): one function, so one cache, for both topics.
-        self._event_partition = (
-            self._verdict_partition
-            if counts[s.events_topic] == counts[s.verdicts_topic]
-            else verdict_partitioner(counts[s.events_topic])
-        )
+        self._verdict_partition = key_partitioner(VERDICTS_PARTITIONER, counts[s.verdicts_topic])
+        if s.check_event_partition:
+            events = counts[s.events_topic]
+            # Same hash, same count (the usual case): one function, so one cache, for both topics.
+            same = s.event_partitioner == VERDICTS_PARTITIONER and events == counts[s.verdicts_topic]
+            self._placement = PartitionCheck(
+                s.event_partitioner, events, self._verdict_partition if same else None
+            )
         self.policies = await follow_policies(s, self.metrics)  # read to its end before any event
         self._redis = connect(
             s.redis_url, cluster=s.redis_cluster, socket_timeout=10, socket_connect_timeout=5
@@ -188,6 +192,7 @@ class Processor:
                 "http_port": self.http_port,
                 "max_streams": s.max_streams,
                 "policy": s.overflow_policy,
+                "event_partitioner": s.event_partitioner if s.check_event_partition else "not checked",
             },
         )
 
@@ -351,7 +356,7 @@ class Processor:
 
     def _batch(self, tp, recs: list, tag: tuple[object, int]) -> PartitionBatch:
         self.metrics.batch_size.observe(len(recs))
-        batch = split(tp, recs, self._event_partition if self.settings.check_event_partition else None)
+        batch = split(tp, recs, self._placement)
         batch.owner, batch.generation = tag
         return batch
 
@@ -367,6 +372,8 @@ class Processor:
         for b in batches:
             self._committer.published(b.tp, b.last_offset)
             observe(self.metrics, b, self._consumer.highwater(b.tp))
+            if b.dead_letters:
+                self._mismatches.observe(b.dead_letters)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _publish(self, batches: list[PartitionBatch]) -> None:

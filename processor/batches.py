@@ -6,17 +6,16 @@ redelivered batch turns into the same records.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from processor import rules
 from processor.metrics import Metrics
+from processor.partitioning import PartitionCheck
 from processor.replies import BadReplyHeader, ReplyRecord, reply_target
 from processor.script_results import Result
 from processor.tokens import TokenSigner
@@ -42,49 +41,28 @@ class PartitionBatch:
     generation: int = 0
 
 
-def split(
-    tp: TopicPartition, recs: list, partition_of: Callable[[bytes], int] | None = None
-) -> PartitionBatch:
+def split(tp: TopicPartition, recs: list, placement: PartitionCheck | None = None) -> PartitionBatch:
     """Decode a partition's records: valid events in log order, the rest as dead letters.
 
-    With `partition_of` (the events topic's default partitioner), a record whose key belongs
-    to another partition is a dead letter too: its user's limit is kept in that partition's
-    state, and deciding it here would count the user's leases twice.
+    With `placement` (EVENT_PARTITIONER over the events topic), a record whose key belongs to
+    another partition is a dead letter too (PartitionMismatch, `key_mismatch`): its user's
+    limit is kept in that partition's state, and deciding it here would count the user's
+    leases twice.
     """
     batch = PartitionBatch(tp, recs[0].offset, recs[-1].offset)
     events, records = batch.events, batch.records
     partition = tp.partition
+    partition_of = placement.partition_of if placement is not None else None
     for rec in recs:
         try:
             event = decode_event(rec.value, rec.key)
             if partition_of is not None and partition_of(rec.key) != partition:
-                raise DecodeError(
-                    "key_mismatch",
-                    f"the record is in partition {partition} but its key belongs to partition "
-                    f"{partition_of(rec.key)} (Kafka's default murmur2 partitioner): produce it keyed, "
-                    "without choosing a partition (librdkafka: partitioner=murmur2_random), or set "
-                    "CHECK_EVENT_PARTITION=false",
-                )
+                raise placement.mismatch(rec.key, partition)  # type: ignore[union-attr]
             events.append((rec.offset, rec.timestamp, event))
             records.append(rec)
         except DecodeError as err:
             batch.dead_letters.append((rec, err))
     return batch
-
-
-def verdict_partitioner(partitions: int) -> Callable[[bytes], int]:
-    """key -> the partition the default partitioner gives it, with a bounded cache per user.
-
-    The pure-Python murmur2 costs more than encoding a verdict; most users come back often.
-    """
-    all_partitions = list(range(partitions))
-    partitioner = DefaultPartitioner()
-
-    @functools.lru_cache(maxsize=65_536)
-    def partition_of(key: bytes) -> int:
-        return partitioner(key, all_partitions, all_partitions)
-
-    return partition_of
 
 
 def build_batch_verdicts(

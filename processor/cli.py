@@ -11,13 +11,13 @@ import time
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka.partitioner import murmur2
 
 from processor import commands
 from processor.app import Processor
 from processor.config import SettingsError, load_settings
 from processor.lease_store import LeaseStore, Rules
 from processor.logs import setup_logging
+from processor.partitioning import partition_for
 from processor.redis_checks import RedisModeError, UnsafeRedisError, check_redis_mode
 from processor.redis_client import connect
 
@@ -54,7 +54,7 @@ async def _list_leases(user_id: str) -> int:
             ),
         )
         partitions = int(await redis.get(store.partition_count_key()) or settings.topic_partitions)
-        partition = (murmur2(user_id.encode()) & 0x7FFFFFFF) % partitions
+        partition = partition_for(settings.event_partitioner, user_id.encode(), partitions)
         wall = time.time_ns() // 1_000_000
         at, leases = await store.leases_now(partition, user_id, wall)
         listing = {

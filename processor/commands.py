@@ -12,6 +12,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from processor.config import Settings
+from processor.partitioning import ProducerPartitioner
 from processor.policies import (
     PolicyError,
     ensure_policies_topic,
@@ -26,8 +27,14 @@ class CommandError(ValueError):
     """Input an operator command refuses; the message says what to fix."""
 
 
-async def _produce(settings: Settings, topic: str, key: bytes, value: bytes | None) -> tuple[int, int]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True)
+async def _produce(
+    settings: Settings, topic: str, key: bytes, value: bytes | None, event: bool = False
+) -> tuple[int, int]:
+    """Write one record; an `event` goes to the partition EVENT_PARTITIONER gives its key."""
+    placement = {"partitioner": ProducerPartitioner(settings.event_partitioner)} if event else {}
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, **placement
+    )
     await producer.start()
     try:
         meta = await producer.send_and_wait(topic, key=key, value=value)
@@ -90,5 +97,7 @@ async def terminate(settings: Settings, user_id: str, target: str, requester: st
         decode_event(orjson.dumps(event), user_id.encode())
     except DecodeError as exc:
         raise CommandError(f"{exc.code}: {exc.detail}") from None
-    partition, offset = await _produce(settings, settings.events_topic, user_id.encode(), orjson.dumps(event))
+    partition, offset = await _produce(
+        settings, settings.events_topic, user_id.encode(), orjson.dumps(event), event=True
+    )
     return {"published": event, "topic": settings.events_topic, "partition": partition, "offset": offset}

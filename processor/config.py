@@ -10,8 +10,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processor.partitioning import EventPartitioner, check_partitioner
 
 
 class CommonSettings(BaseSettings):
@@ -35,6 +37,16 @@ class CommonSettings(BaseSettings):
     # How many recent eventIds per user are remembered to absorb upstream duplicates.
     event_id_memory: int = Field(16, ge=1, le=1000)
     topic_partitions: int = Field(12, ge=1)
+    # The hash that puts a userId key in its events partition (contract: Player event): murmur2
+    # (Java client, aiokafka), crc32 (librdkafka's default) or fnv1a (Sarama). The processor
+    # checks it, the gateway and the simulator produce with it (processor/partitioning.py).
+    event_partitioner: EventPartitioner = "murmur2"
+
+    @field_validator("event_partitioner", mode="before")
+    @classmethod
+    def _check_event_partitioner(cls, value: object) -> object:
+        # Before the Literal check, so a wrong value gets the error that says who uses which hash.
+        return check_partitioner(value) if isinstance(value, str) else value
 
     @property
     def lease_ttl_ms(self) -> int:
@@ -82,10 +94,9 @@ class Settings(CommonSettings):
     # writer of the events topic must not make the processor write to any other topic (the
     # policies topic above all). The processor's own topics and `__*` are refused whatever it says.
     reply_topics: str = Field(r"playback\.replies", min_length=1)
-    # A record must sit in the partition its key gets from Kafka's default (murmur2, the Java
-    # client's) partitioner: one user's records on two partitions would keep two copies of its
-    # limit. Producers on librdkafka default to another hash (consistent_random, CRC32): set
-    # their partitioner to murmur2_random, or turn this off if every user keeps one partition.
+    # A record must sit in the partition EVENT_PARTITIONER gives its key: one user's records on
+    # two partitions would keep two copies of its limit. Turn this off only if every user keeps
+    # one partition by some other rule than the three hashes.
     check_event_partition: bool = True
 
     @model_validator(mode="after")

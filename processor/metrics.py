@@ -21,6 +21,12 @@ class Metrics:
         self.dlq = Counter(
             "concurrency_dlq_total", "Records sent to the dead-letter topic", ["error"], registry=r
         )
+        self.key_mismatch = Counter(
+            "concurrency_key_mismatch_total",
+            "Records in a partition their key does not hash to under EVENT_PARTITIONER (dead-lettered "
+            "as key_mismatch)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "concurrency_batch_size",
             "Records per consumed batch",

@@ -22,6 +22,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from processor.kafka_batches import send_in_batches
 from processor.metrics import Metrics
+from processor.partitioning import PartitionMismatch
 from processor.wire import DecodeError
 
 log = logging.getLogger("processor")
@@ -179,7 +180,10 @@ class VerdictPublisher:
     async def _send_dead_letter(self, rec, err: DecodeError, max_bytes: int) -> asyncio.Future:
         assert self._producer is not None
         key, value, headers = dead_letter_copy(rec, err, max_bytes)
-        log.warning(
+        # A partition mismatch is counted and warned about once a minute (key_mismatches): a
+        # fleet on another hash would otherwise write a warning per record.
+        log.log(
+            logging.DEBUG if isinstance(err, PartitionMismatch) else logging.WARNING,
             "record dead-lettered",
             extra={
                 "error": err.code,

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
+from processor.partitioning import partition_for
 from processor.policies import PolicyTable
 from processor.reference_model import Decision, ReferenceModel
 from processor.wire import Verdict
@@ -72,11 +72,13 @@ class Checker:
         jwt_secret: str | None = None,
         policies: PolicyTable | None = None,
         partitions: int | None = None,
+        event_partitioner: str = "murmur2",
     ) -> None:
         # `model` gives the rules; the expectations keep a fresh model of them per partition.
         self.model = model
         self.core = Expectations(model.max_streams, model.lease_ttl_ms, model.policy, model.event_id_memory)
         self.partitions = partitions
+        self.event_partitioner = event_partitioner  # EVENT_PARTITIONER: the hash the run produces with
         self._partition_of: dict[str, int] = {}
         self.expired = 0  # expire verdicts received (distinct)
         self.policies = policies  # set before the first expect(); fixed for the run
@@ -134,14 +136,13 @@ class Checker:
         return got.decision
 
     def _partition(self, user_id: str) -> int:
-        """The user's events partition (the default partitioner's), or a partition of its own."""
+        """The user's events partition (EVENT_PARTITIONER's), or a partition of its own."""
         p = self._partition_of.get(user_id)
         if p is None:
             if self.partitions is None:
                 p = len(self._partition_of)
             else:
-                every = list(range(self.partitions))
-                p = DefaultPartitioner()(user_id.encode(), every, every)
+                p = partition_for(self.event_partitioner, user_id.encode(), self.partitions)
             self._partition_of[user_id] = p
         return p
 

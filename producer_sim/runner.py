@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from processor.partitioning import ProducerPartitioner
 from processor.reference_model import ReferenceModel
 from producer_sim.checker import Checker, percentile
 from producer_sim.faults import FaultConfig, Faults, encode_event
@@ -114,7 +115,7 @@ class Simulation:
             event_id_memory=settings.event_id_memory,
         )
         secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
-        self.checker = Checker(model, jwt_secret=secret)
+        self.checker = Checker(model, jwt_secret=secret, event_partitioner=settings.event_partitioner)
         pop_cfg = PopulationConfig(
             users=cfg.users,
             seed=cfg.seed,
@@ -174,6 +175,7 @@ class Simulation:
             linger_ms=5,
             max_batch_size=256 * 1024,
             request_timeout_ms=30_000,
+            partitioner=ProducerPartitioner(settings.event_partitioner),  # where the processor looks
         )
         tasks: list[asyncio.Task[None]] = []
         try:

@@ -43,10 +43,13 @@ exit status 0 when clean, 1 when not, 2 when the check could not be done.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from processor.policies import Policy, PolicyTable
@@ -54,8 +57,9 @@ from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
 from producer_sim.expectations import Expectations, Expected, Match
 from producer_sim.kafka_io import committed_offsets, read_policy_table, read_topic
+from producer_sim.settings import SimSettings
 from producer_sim.verify_ledger import LedgerCheck
-from producer_sim.verify_report import VerifyReport, main
+from producer_sim.verify_report import VerifyReport
 from producer_sim.verify_side_effects import check_dead_letters, check_redis_state
 
 __all__ = ["Verifier", "VerifyReport", "committed_offsets", "main", "read_topic", "run_verifier", "verify"]
@@ -284,7 +288,9 @@ class Verifier:
 
     async def check_redis(self, redis_url: str, cluster: bool = False) -> None:
         """The leases in Redis (a Redis Cluster with `cluster`) at each user's clock against the model's."""
-        await check_redis_state(self, redis_url, cluster)
+        await check_redis_state(
+            self.report, self.events_topic, self.rules, self.models, self.limits, redis_url, cluster
+        )
 
 
 async def run_verifier(
@@ -332,6 +338,59 @@ async def verify(
     """Read the topics (and Redis, when `redis_url` is given) and check them against the model."""
     v = await run_verifier(bootstrap, events_topic, verdicts_topic, dlq_topic, redis_url, **rules)
     return v.report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m producer_sim.verifier`: check the topics named by the environment or the flags."""
+    p = argparse.ArgumentParser(
+        prog="python -m producer_sim.verifier",
+        description="Read the whole events, verdicts and dead-letter topics and check them against the "
+        "reference model (and the final leases in Redis). Defaults come from the environment.",
+    )
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
+    p.add_argument("--events-topic", help="events topic (EVENTS_TOPIC)")
+    p.add_argument("--verdicts-topic", help="verdicts topic (VERDICTS_TOPIC)")
+    p.add_argument("--dlq-topic", help="dead-letter topic (DLQ_TOPIC)")
+    p.add_argument("--no-dlq", action="store_true", help="do not check the dead-letter topic")
+    p.add_argument("--redis-url", help="Redis URL (REDIS_URL) to compare the final leases")
+    p.add_argument("--no-redis", action="store_true", help="do not check the lease state in Redis")
+    p.add_argument("--policies-topic", help="policies topic (POLICIES_TOPIC) the events resolve in")
+    p.add_argument("--no-policies", action="store_true", help="every event gets the settings' limits")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = p.parse_args(argv)
+    s = SimSettings()
+    events_topic = args.events_topic or s.events_topic
+    try:
+        report = asyncio.run(
+            verify(
+                args.bootstrap or s.kafka_bootstrap_servers,
+                events_topic,
+                args.verdicts_topic or s.verdicts_topic,
+                None if args.no_dlq else (args.dlq_topic or s.dlq_topic),
+                None if args.no_redis else (args.redis_url or s.redis_url),
+                max_streams=s.max_streams,
+                lease_ttl_ms=s.lease_ttl_ms,
+                policy=s.overflow_policy,
+                event_id_memory=s.event_id_memory,
+                policies_topic=None if args.no_policies else (args.policies_topic or s.policies_topic),
+                redis_cluster=s.redis_cluster,
+            )
+        )
+    except (KafkaError, OSError, RuntimeError, TimeoutError) as exc:
+        print(f"verifier: could not check the run: {exc!r}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(
+            orjson.dumps(
+                {**report.figures(), "examples": report.examples}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+    else:
+        for name, value in report.figures().items():
+            print(f"{name:>24}: {value}")
+        for example in report.examples:
+            print(f"  example: {orjson.dumps(example).decode()[:400]}")
+    return 0 if report.clean else 1
 
 
 if __name__ == "__main__":

@@ -1,17 +1,14 @@
-"""The verifier's figures (producer_sim/verifier.py): what it counted, whether the run is
-clean, and its command line (`python -m producer_sim.verifier`), which prints them."""
+"""The verifier's figures (producer_sim/verifier.py): what it counted and whether the run is
+clean. The bottom of the verifier's modules: the checks (verifier, verify_ledger,
+verify_side_effects) all write into one VerifyReport and it imports none of them."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka.errors import KafkaError
 
 MAX_EXAMPLES = 20
 
@@ -96,64 +93,3 @@ class VerifyReport:
         self.mismatches += 1
         self.mismatch_kinds[kind] += 1
         self._example({"kind": kind, **detail})
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m producer_sim.verifier`: check the topics named by the environment or the flags."""
-    from producer_sim.settings import SimSettings
-    from producer_sim.verifier import verify
-
-    p = argparse.ArgumentParser(
-        prog="python -m producer_sim.verifier",
-        description="Read the whole events, verdicts and dead-letter topics and check them against the "
-        "reference model (and the final leases in Redis). Defaults come from the environment.",
-    )
-    p.add_argument("--bootstrap", help="Kafka bootstrap servers (KAFKA_BOOTSTRAP_SERVERS)")
-    p.add_argument("--events-topic", help="events topic (EVENTS_TOPIC)")
-    p.add_argument("--verdicts-topic", help="verdicts topic (VERDICTS_TOPIC)")
-    p.add_argument("--dlq-topic", help="dead-letter topic (DLQ_TOPIC)")
-    p.add_argument("--no-dlq", action="store_true", help="do not check the dead-letter topic")
-    p.add_argument("--redis-url", help="Redis URL (REDIS_URL) to compare the final leases")
-    p.add_argument("--no-redis", action="store_true", help="do not check the lease state in Redis")
-    p.add_argument("--policies-topic", help="policies topic (POLICIES_TOPIC) the events resolve in")
-    p.add_argument("--no-policies", action="store_true", help="every event gets the settings' limits")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = p.parse_args(argv)
-    s = SimSettings()
-    events_topic = args.events_topic or s.events_topic
-    try:
-        report = asyncio.run(
-            verify(
-                args.bootstrap or s.kafka_bootstrap_servers,
-                events_topic,
-                args.verdicts_topic or s.verdicts_topic,
-                None if args.no_dlq else (args.dlq_topic or s.dlq_topic),
-                None if args.no_redis else (args.redis_url or s.redis_url),
-                max_streams=s.max_streams,
-                lease_ttl_ms=s.lease_ttl_ms,
-                policy=s.overflow_policy,
-                event_id_memory=s.event_id_memory,
-                policies_topic=None if args.no_policies else (args.policies_topic or s.policies_topic),
-                redis_cluster=s.redis_cluster,
-            )
-        )
-    except (KafkaError, OSError, RuntimeError, TimeoutError) as exc:
-        print(f"verifier: could not check the run: {exc!r}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(
-            orjson.dumps(
-                {**report.figures(), "examples": report.examples}, option=orjson.OPT_INDENT_2
-            ).decode()
-        )
-    else:
-        for name, value in report.figures().items():
-            print(f"{name:>24}: {value}")
-        for example in report.examples:
-            print(f"  example: {orjson.dumps(example).decode()[:400]}")
-    return 0 if report.clean else 1

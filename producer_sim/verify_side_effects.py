@@ -9,15 +9,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiokafka.structs import ConsumerRecord
 
 from processor.publisher import DLQ_HEADERS
+from processor.reference_model import ReferenceModel
 from producer_sim.verify_report import VerifyReport
-
-if TYPE_CHECKING:
-    from producer_sim.verifier import Verifier
 
 
 def check_dead_letters(
@@ -84,25 +80,34 @@ def _check_dead_letter(
         rep._example({"kind": "dlq_copy_altered", "source": source, "truncated": truncated})
 
 
-async def check_redis_state(verifier: Verifier, redis_url: str, cluster: bool = False) -> None:
-    """The leases in Redis (LeaseStore.active_leases at each user's clock) against the model's."""
+async def check_redis_state(
+    rep: VerifyReport,
+    events_topic: str,
+    rules: tuple[int, int, str, int],
+    models: dict[int, ReferenceModel],
+    limits: dict[str, int],
+    redis_url: str,
+    cluster: bool = False,
+) -> None:
+    """The leases in Redis (LeaseStore.active_leases at each user's clock) against the model's:
+    `rules` are the verifier's (MAX_STREAMS, TTL ms, overflow policy, eventId memory), `models`
+    its reference model per partition, `limits` each user's limit under its last policy."""
     from processor.lease_store import LeaseStore, Rules
     from processor.redis_client import connect
 
-    rep = verifier.report
-    max_streams, ttl, policy, memory = verifier.rules
+    max_streams, ttl, policy, memory = rules
     redis = connect(redis_url, cluster=cluster)
     try:
-        store = LeaseStore(redis, verifier.events_topic, Rules(max_streams, ttl, policy, memory, 86_400_000))
+        store = LeaseStore(redis, events_topic, Rules(max_streams, ttl, policy, memory, 86_400_000))
         checked = 0
-        for partition, model in sorted(verifier.models.items()):
+        for partition, model in sorted(models.items()):
             for user_id in model.users:
                 want = model.active_leases(user_id)
                 state = await store.user_state(partition, user_id)
                 got_leases = await store.active_leases(partition, user_id)
                 got = {sid: lease["expiresAt"] for sid, lease in got_leases.items()}
                 checked += 1
-                if len(got) > verifier.limits.get(user_id, max_streams):
+                if len(got) > limits.get(user_id, max_streams):
                     rep.over_limit += 1
                 clock = None if state is None else state.get("c")
                 if got != want or (state is not None and clock != model.users[user_id].clock):

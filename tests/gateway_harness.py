@@ -55,6 +55,7 @@ def gateway_settings(flow: Flow, **overrides: object):
         "events_topic": s.events_topic,
         "verdicts_topic": s.verdicts_topic,
         "topic_partitions": s.topic_partitions,
+        "event_partitioner": s.event_partitioner,
         "gateway_replies_topic": f"replies-{suffix}",
         "gateway_consumer_group": f"gateway-{suffix}",
         "gateway_reply_partitions": 4,

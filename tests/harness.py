@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from processor.app import Processor
 from processor.config import Settings, load_settings
+from processor.partitioning import ProducerPartitioner
 from processor.topics import ensure_topics
 from producer_sim.processor_proc import ProcessorProcess
 
@@ -156,7 +157,11 @@ class Flow:
             s.kafka_bootstrap_servers, [s.events_topic, s.verdicts_topic, s.dlq_topic], s.topic_partitions, 1
         )
         try:
-            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                enable_idempotence=True,
+                partitioner=ProducerPartitioner(s.event_partitioner),  # where the processor looks
+            )
             await self._producer.start()
             self._verdicts = _TopicReader(self.bootstrap, s.verdicts_topic, s.topic_partitions)
             self._dlq = _TopicReader(self.bootstrap, s.dlq_topic, s.topic_partitions)

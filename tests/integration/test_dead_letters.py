@@ -154,7 +154,8 @@ async def test_a_record_produced_to_another_partition_than_its_keys_is_dead_lett
 
 
 async def test_with_the_partition_check_off_a_user_kept_on_another_partition_is_decided(flow_factory):
-    """CHECK_EVENT_PARTITION=false: for producers with another consistent hash (librdkafka's CRC32)."""
+    """CHECK_EVENT_PARTITION=false: for producers that keep each user on one partition by a rule
+    none of EVENT_PARTITIONER's hashes follows (librdkafka's CRC32 is EVENT_PARTITIONER=crc32)."""
     async with flow_factory(check_event_partition=False) as flow:
         await flow.start_processor()
         s = flow.settings

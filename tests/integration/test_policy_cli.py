@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from processor.partitioning import partition_for
 from processor.policies import POLICY_PARTITIONS, ensure_policies_topic
 from producer_sim.processor_proc import REPO_ROOT
 from tests.harness import Flow
@@ -46,6 +47,7 @@ async def cli(flow: Flow | None, *args: str, within: float = 60) -> Run:
             "DLQ_TOPIC": s.dlq_topic,
             "POLICIES_TOPIC": s.policies_topic,
             "TOPIC_PARTITIONS": str(s.topic_partitions),
+            "EVENT_PARTITIONER": s.event_partitioner,
         }
     env.pop("JWT_SECRET", None)  # the commands sign nothing: they must not need it
     proc = await asyncio.create_subprocess_exec(
@@ -226,6 +228,35 @@ async def test_terminate_publishes_a_terminate_event_that_the_processor_decides(
         ("allow", "terminated", "support-desk"),
         ("revoke", "terminated", "tv"),
     ]
+
+
+async def test_leases_and_terminate_find_the_user_where_event_partitioner_puts_it(flow_factory):
+    """EVENT_PARTITIONER=crc32 (librdkafka's default): a user whose partition murmur2 would not
+    give is listed from, and terminated through, its crc32 partition; nothing is dead-lettered."""
+    user = next(
+        u
+        for u in (f"user-{i}" for i in range(100))
+        if partition_for("crc32", u.encode(), 4) != partition_for("murmur2", u.encode(), 4)
+    )
+    async with flow_factory(event_partitioner="crc32") as flow:
+        await flow.start_processor()
+        now = int(time.time() * 1000) - flow.t0
+        sent = await flow.send("start", user, "tv", at=now, event_id="start-tv")
+        assert sent.partition == partition_for("crc32", user.encode(), 4)
+        await flow.wait_events("start-tv")
+        listing = await cli(flow, "leases", user)
+        assert listing.code == 0, listing.err
+        assert listing.json()["partition"] == sent.partition and list(listing.json()["leases"]) == ["tv"]
+        run = await cli(flow, "terminate", user, "tv")
+        assert run.code == 0, run.err
+        assert run.json()["partition"] == sent.partition
+        event_id = run.json()["published"]["eventId"]
+        mine = [v for v in await flow.wait_events(event_id) if v["eventId"] == event_id]
+        # Decided (a dead letter gets no verdict) on the user's own state: the lease is gone.
+        assert [(v["decision"], v["reason"]) for v in mine] == [
+            ("allow", "terminated"),
+            ("revoke", "terminated"),
+        ]
 
 
 async def test_terminate_without_a_requester_names_an_operator_session(flow: Flow):
