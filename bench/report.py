@@ -153,6 +153,9 @@ def print_tables(report: dict, console: Console | None = None) -> None:
                 f"slope {mem['slope_mb_per_min']:+.3f} "
                 f"MB/min overall, {mem['slope_mb_per_min_second_half']:+.3f} MB/min over the second half"
             )
+    if lc := report.get("live_cost"):
+        console.print("[bold]Live-rate cost[/] (one processor process; bench/live_cost.py)")
+        console.print("\n".join(lc["table"]), markup=False, highlight=False)
     if prof := report.get("profile"):
         if "error" in prof:
             console.print(f"[red]profile: {prof['error']}[/]")
