@@ -115,7 +115,10 @@ def _sigterm_cell(row: Mapping) -> str:
 
 def _load_cell(row: Mapping) -> str:
     a, b = row.get("loadavg_before"), row.get("loadavg_after")
-    return NONE if a is None else f"{a:.2f} -> {_n(b, 2)}"
+    cell = NONE if a is None else f"{a:.2f} -> {_n(b, 2)}"
+    if row.get("machine_busy_percent") is not None:
+        cell += f", {row['machine_busy_percent']:.0f} % busy"
+    return cell
 
 
 COLUMNS = (
@@ -125,7 +128,7 @@ COLUMNS = (
     "p50 / p99 verdict latency ms",
     "committed offsets behind the end when the last verdict is out",
     "SIGTERM to exit",
-    "load avg (1 min) start -> end",
+    "load avg (1 min) start -> end, machine CPU busy in the window",
 )
 
 

@@ -85,10 +85,12 @@ def test_table_lines_shapes_each_kind_of_row() -> None:
 
 
 def test_table_lines_with_variant_columns() -> None:
-    row = {"kind": "idle", "rate": 0, "variant": "GATHER_MS=20", "round": 2, "processor_core_percent": 1.0}
+    row = {"kind": "idle", "rate": 0, "variant": "GATHER_MS=20", "round": 2, "processor_core_percent": 1.0,
+           "loadavg_before": 1.0, "loadavg_after": 2.0, "machine_busy_percent": 64.4}  # fmt: skip
     head, _, line = table_lines([row], with_variant=True)
     assert head.startswith("| settings | round | events/s |")
     assert line.startswith("| GATHER_MS=20 | 2 | 0 (idle) |")
+    assert line.endswith("| 1.00 -> 2.00, 64 % busy |")
 
 
 def test_live_source_mix_gives_start_heartbeat_stop_2_7_1() -> None:
