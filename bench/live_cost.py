@@ -38,7 +38,7 @@ from bench.kafka_util import create_topics, end_offsets, read_output_timing, wai
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles
 from bench.live_cost_table import committed_lag, cost_figures, table_lines, variant_label
 from bench.live_parts import PARTITIONS, log
-from bench.procs import processor_process, redis_flush_and_reset
+from bench.procs import Names, processor_process, redis_flush_and_reset
 from producer_sim.processor_proc import ProcessorProcess
 
 MIX = (2, 7, 1)  # start : heartbeat : stop
@@ -118,24 +118,12 @@ class LiveCostPart:
         redis = Redis.from_url(self.redis_url)
         try:
             for rnd in range(1, a.live_cost_repeat + 1):
-                for env in a.processor_env:
+                for env in a.processor_env:  # variants alternate: A B A B ...
                     steps = [("idle", 0)] + [("rate", r) for r in a.live_cost_rates] + [("fast", 0)]
                     for kind, rate in steps:
-                        row = {"kind": kind, "rate": rate, "variant": variant_label(env), "round": rnd}
-                        row["loadavg_before"] = _load()
-                        label = f"lc{rnd}{len(rows)}-{kind}{rate or ''}"
-                        try:
-                            if kind == "idle":
-                                row.update(await self.lc_idle(label, env, redis))
-                            elif kind == "rate":
-                                row.update(await self.lc_rate(label, env, redis, rate))
-                            else:
-                                row.update(await self.lc_fast(label, env, redis))
-                        except Exception as exc:  # noqa: BLE001 - one row failing still reports the others
-                            row["error"] = repr(exc)
-                            self.report["errors"].append({"part": f"live_cost {label}", "error": repr(exc)})
-                        row["loadavg_after"] = _load()
-                        rows.append(row)
+                        label = f"lc{rnd}.{len(rows)}-{kind}{rate or ''}"
+                        row = await self.lc_row(label, kind, rate, env, redis)
+                        rows.append({**row, "round": rnd})
                         log(f"live_cost {row['variant']} round {rnd}: " + table_lines([row])[-1])
         finally:
             await redis.aclose()
@@ -162,7 +150,22 @@ class LiveCostPart:
         print("\n".join(lines), flush=True)
 
     # -- one row each -----------------------------------------------------------------------
-    async def lc_processor(self, label: str, env: dict, topic: str) -> tuple[ProcessorProcess, object]:
+    async def lc_row(self, label: str, kind: str, rate: int, env: dict, redis: Redis) -> dict:
+        row = {"kind": kind, "rate": rate, "variant": variant_label(env), "loadavg_before": _load()}
+        try:
+            if kind == "idle":
+                row.update(await self.lc_idle(label, env, redis))
+            elif kind == "rate":
+                row.update(await self.lc_rate(label, env, redis, rate))
+            else:
+                row.update(await self.lc_fast(label, env, redis))
+        except Exception as exc:  # noqa: BLE001 - one row failing still reports the others
+            row["error"] = repr(exc)
+            self.report["errors"].append({"part": f"live_cost {label}", "error": repr(exc)})
+        row["loadavg_after"] = _load()
+        return row
+
+    async def lc_processor(self, label: str, env: dict, topic: str) -> tuple[ProcessorProcess, Names]:
         names = self.names(label)
         await self.output_topic(names.verdicts)
         await redis_flush_and_reset(self.redis_url)
