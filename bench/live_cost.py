@@ -6,11 +6,12 @@ Every row gets a fresh events topic, group, verdicts topic and a flushed Redis, 
 
 - idle: assigned partitions, no traffic, `--live-cost-idle-seconds`; CPU as % of a core;
 - each fixed rate: a paced producer (bench.live) offers the rate for `--live-cost-seconds`
-  with wall-clock record timestamps, start:heartbeat:stop 2:7:1 over `--users`; CPU over the
-  steady window (the first seconds left out) per event handed to the producer in it; verdict
-  latency; when the last verdict is out, the committed-offset lag, and 2 s later; then the rate
-  runs again and after `--live-cost-sigterm-after` s the processor gets SIGTERM: the time
-  until it exits (the rate goes on until then);
+  with wall-clock record timestamps, start:heartbeat:stop 2:7:1 over `--users`; CPU from the
+  end of a warm-up until the last verdict is out, per event whose first verdict was consumed
+  in that span (also right when the processor falls behind), and as a share of a core while
+  the rate is offered; verdict latency; when the last verdict is out, the committed-offset lag,
+  and 2 s later; then the rate runs again and after `--live-cost-sigterm-after` s the
+  processor gets SIGTERM: the time until it exits (the rate goes on until then);
 - as fast as it goes: `--live-cost-events` of the throughput data set preloaded, CPU from the
   first to the last verdict's LogAppendTime per event.
 
@@ -36,7 +37,13 @@ from bench import data as data_mod
 from bench.cpu_sampler import Sampler
 from bench.kafka_util import create_topics, end_offsets, read_output_timing, wait_group_done
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles
-from bench.live_cost_table import committed_lag, cost_figures, table_lines, variant_label
+from bench.live_cost_table import (
+    committed_lag,
+    cost_figures,
+    decided_in_window,
+    table_lines,
+    variant_label,
+)
 from bench.live_parts import PARTITIONS, log
 from bench.procs import Names, processor_process, redis_flush_and_reset
 from producer_sim.processor_proc import ProcessorProcess
@@ -229,18 +236,28 @@ class LiveCostPart:
             stats = await paced_produce(producer, topic, PARTITIONS, source, rate, a.live_cost_seconds, sent)
             t_end = time.time()
             waited = await drain(watcher, sent, timeout_s=max(20.0, a.live_cost_seconds))
+            t_drained = time.time()
             lag0 = await probe.lag()
             await asyncio.sleep(2.0)
             lag2 = await probe.lag()
             warmup = min(2.0, a.live_cost_seconds / 5)
             w0 = t_start + warmup
-            d = sampler.between(w0, t_end)
-            in_window = sum(1 for t in sent.values() if w0 <= t <= t_end)
+            # Per event: from w0 until the last verdict is out, over the events decided in that
+            # span (right also when the processor falls behind); share of a core: while sending.
+            spent = sampler.between(w0, t_drained)
+            steady = sampler.between(w0, t_end)
+            offered = sum(1 for t in sent.values() if w0 <= t <= t_end)
+            decided = decided_in_window(sent, watcher.received, w0, t_drained)
+            share = cost_figures(steady["processor"], steady["redis"], t_end - w0, 0)
             lats, missing = latencies(sent, watcher.received, w0)
             row = {
                 **stats,
-                **cost_figures(d["processor"], d["redis"], t_end - w0, in_window),
-                "machine_busy_percent": round(d["machine_busy"] / d["machine_total"] * 100, 1),
+                **cost_figures(spent["processor"], spent["redis"], t_drained - w0, decided),
+                "processor_core_percent": share["processor_core_percent"],
+                "redis_core_percent": share["redis_core_percent"],
+                "steady_window_s": share["window_s"],
+                "offered_in_window": offered,
+                "machine_busy_percent": round(steady["machine_busy"] / steady["machine_total"] * 100, 1),
                 "warmup_excluded_s": warmup,
                 "missing": missing,
                 "drain_s": round(waited, 2),

@@ -21,6 +21,12 @@ def committed_lag(ends: Mapping[int, int], committed: Mapping[int, int | None]) 
     return total
 
 
+def decided_in_window(sent: Mapping[str, float], received: Mapping[str, float], t0: float, t1: float) -> int:
+    """Events (of `sent`) whose first verdict was consumed between t0 and t1: the events the
+    processor got through in that window, also when it falls behind the offered rate."""
+    return sum(1 for eid, t in received.items() if t0 <= t <= t1 and eid in sent)
+
+
 def parse_env_overrides(text: str) -> dict[str, str]:
     """'COMMIT_INTERVAL_MS=200,GATHER_MS=20' -> {'COMMIT_INTERVAL_MS': '200', 'GATHER_MS': '20'}."""
     out: dict[str, str] = {}

@@ -11,6 +11,7 @@ from bench.live import LiveSource
 from bench.live_cost_table import (
     committed_lag,
     cost_figures,
+    decided_in_window,
     parse_env_overrides,
     table_lines,
     variant_label,
@@ -29,6 +30,13 @@ def test_committed_lag_counts_a_partition_without_commit_from_zero() -> None:
 def test_committed_lag_never_negative_for_a_partition() -> None:
     # an end read a moment before a commit that already covers a later offset
     assert committed_lag({0: 10, 1: 10}, {0: 12, 1: 4}) == 6
+
+
+def test_decided_in_window_counts_first_verdicts_of_sent_events_inside_it() -> None:
+    sent = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    received = {"a": 1.5, "b": 2.5, "c": 9.0, "x": 2.0}  # c after the window; x not an event of ours
+    assert decided_in_window(sent, received, 2.0, 5.0) == 1  # b
+    assert decided_in_window(sent, received, 0.0, 10.0) == 3
 
 
 def test_parse_env_overrides() -> None:
