@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 
 def committed_lag(ends: Mapping[int, int], committed: Mapping[int, int | None]) -> int:
-    """Offsets published-but-uncommitted, summed over partitions: log end minus the group's
-    committed offset; a partition without a commit counts from 0 (the topics are fresh)."""
+    """Log end minus the group's committed offset, summed over partitions (read when every
+    event has its verdict, the offsets published but not committed); a partition without a
+    commit counts from 0 (the topics are fresh)."""
     total = 0
     for partition, end in ends.items():
         done = committed.get(partition)
