@@ -7,6 +7,7 @@ of this process) and for the memory run. Record timestamps are the send time (Cr
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -24,11 +25,25 @@ TICK_S = 0.005
 class LiveSource:
     """An endless, realistic-enough event stream: a ring of playing sessions, each start ->
     heartbeats -> stop (sometimes a lapse), replaced by a new session when it ends; now and
-    then a household member opens another session at once (some users exceed the limit)."""
+    then a household member opens another session at once (some users exceed the limit).
 
-    def __init__(self, tag: str, users: int, ring: int = 3000, seed: int = 11) -> None:
+    `beats_mean` (of an exponential draw, floored) and `stop_chance` (a session ends with a stop,
+    else with one last heartbeat: a lapse) set the mix; `mix()` picks them for a start:heartbeat:stop
+    ratio. The defaults are the latency and memory parts' mix since they were written."""
+
+    def __init__(
+        self,
+        tag: str,
+        users: int,
+        ring: int = 3000,
+        seed: int = 11,
+        beats_mean: float = 8.0,
+        stop_chance: float = 0.85,
+    ) -> None:
         self.tag = tag
         self.users = users
+        self.beats_mean = beats_mean
+        self.stop_chance = stop_chance
         self.rng = random.Random(seed)
         self.seq = 0
         self.sessions = 0
@@ -39,8 +54,19 @@ class LiveSource:
         self.sessions += 1
         if user is None:
             user = self.rng.randrange(self.users)
-        beats = int(self.rng.expovariate(1 / 8))
+        beats = int(self.rng.expovariate(1 / self.beats_mean))
         return [f"lu-{self.tag}-{user}", f"ls-{self.tag}-{self.sessions}", beats, False, user]
+
+    @classmethod
+    def mix(cls, tag: str, users: int, start: float, heartbeat: float, stop: float, **kw) -> LiveSource:
+        """A source whose events come as start:heartbeat:stop (e.g. 2:7:1). Per session: one
+        start, floor(Exp(m)) heartbeats plus one for a lapse, a stop with chance s; so
+        s = stop/start and E[floor(Exp(m))] = 1/(e^(1/m) - 1) = heartbeat/start - (1 - s)."""
+        s = stop / start
+        beats = heartbeat / start - (1 - s)
+        if not 0 < s <= 1 or beats <= 0:
+            raise ValueError(f"no session shape gives start:heartbeat:stop {start}:{heartbeat}:{stop}")
+        return cls(tag, users, beats_mean=1 / math.log(1 + 1 / beats), stop_chance=s, **kw)
 
     def next(self) -> tuple[bytes, str, bytes]:
         """(key, eventId, value)"""
@@ -57,7 +83,8 @@ class LiveSource:
             s[2] = beats - 1
             self.ring.append(s)
         else:
-            kind = "stop" if self.rng.random() < 0.85 else "heartbeat"  # else its last heartbeat: a lapse
+            # a stop, else its last heartbeat: a lapse
+            kind = "stop" if self.rng.random() < self.stop_chance else "heartbeat"
             if len(self.ring) < self.target:
                 self.ring.append(self._new_session())
         self.seq += 1

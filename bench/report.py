@@ -8,6 +8,8 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from bench.live_cost_table import table_lines
+
 
 def write_json(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,10 @@ def print_tables(report: dict, console: Console | None = None) -> None:
                 f"slope {mem['slope_mb_per_min']:+.3f} "
                 f"MB/min overall, {mem['slope_mb_per_min_second_half']:+.3f} MB/min over the second half"
             )
+    if lc := report.get("live_cost"):
+        console.print("[bold]Live-rate cost[/] (one processor process; bench/live_cost.py)")
+        lines = table_lines(lc["rows"], lc.get("with_variant", False))
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
     if prof := report.get("profile"):
         if "error" in prof:
             console.print(f"[red]profile: {prof['error']}[/]")

@@ -4,9 +4,12 @@ Parts (`--only` picks some): ceiling (strongest pass-through), processor (in-pro
 with Redis INFO commandstats), scaling (one vs two `python -m processor` processes in one
 group), profile (cProfile of an in-process run), latency (fixed offered rates), gateway (starts
 over HTTP and straight on Kafka at fixed rates), memory (RSS of a processor process at a fixed
-rate; `make soak` is the long run). Writes bench/out/report.json and PNG charts.
-The parts' code: bench/throughput_parts.py (ceiling, processor, scaling, profile) and
-bench/live_parts.py (latency, gateway, memory); this module runs them in order and writes the report.
+rate; `make soak` is the long run), live_cost (a processor process's CPU per event, verdict
+latency, committed-offset lag and SIGTERM-to-exit time at idle, fixed rates and as fast as it
+goes: issue 20; `--processor-env` compares settings). Writes bench/out/report.json and PNG charts.
+The parts' code: bench/throughput_parts.py (ceiling, processor, scaling, profile),
+bench/live_parts.py (latency, gateway, memory) and bench/live_cost.py (live_cost); this module
+runs them in order and writes the report.
 
 `--plans`: the same throughput data set (same seed, same events), but half of the users carry
 `plan` and `deviceClass`, and the plan policies (bench.data.PLAN_POLICIES) are written to the
@@ -33,20 +36,22 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.kafka_util import LOG_APPEND_TIME, create_topics, delete_topics  # noqa: E402
+from bench.live_cost import LiveCostPart  # noqa: E402
+from bench.live_cost_table import parse_env_overrides  # noqa: E402
 from bench.live_parts import PARTITIONS, LiveParts  # noqa: E402
 from bench.procs import Names  # noqa: E402
 from bench.report import print_tables, summary, write_charts, write_json  # noqa: E402
 from bench.services import kafka_label, machine_info, redis_info, start_bench_services  # noqa: E402
 from bench.throughput_parts import ThroughputParts  # noqa: E402
 
-PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "gateway", "memory")
+PARTS = ("ceiling", "processor", "scaling", "profile", "latency", "gateway", "memory", "live_cost")
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-class Bench(ThroughputParts, LiveParts):
+class Bench(ThroughputParts, LiveParts, LiveCostPart):
     def __init__(self, args: argparse.Namespace, bootstrap: str, redis_url: str) -> None:
         self.args = args
         self.bootstrap = bootstrap
@@ -113,6 +118,8 @@ class Bench(ThroughputParts, LiveParts):
             await self.part("gateway", self.gateway())
         if "memory" in parts:
             await self.part("memory", self.memory())
+        if "live_cost" in parts:
+            await self.part("live_cost", self.live_cost())
         self.report["summary"] = summary(self.report, "plans" if self.args.plans else "plain", self.events)
         return self.report
 
@@ -148,6 +155,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--memory-rate", type=int, default=5000, help="offered rate of the memory run (default 5000)"
     )
     p.add_argument(
+        "--live-cost-seconds", type=float, help="live_cost: seconds per fixed rate (default 15; --quick 5)"
+    )
+    p.add_argument(
+        "--live-cost-rates",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[500, 2000, 5000],
+        help="live_cost: fixed rates, comma separated (default 500,2000,5000)",
+    )
+    p.add_argument(
+        "--live-cost-idle-seconds", type=float, default=10.0, help="live_cost: idle window (default 10)"
+    )
+    p.add_argument(
+        "--live-cost-sigterm-after",
+        type=float,
+        default=10.0,
+        help="live_cost: after the lag reads, seconds the rate runs again before SIGTERM (default 10)",
+    )
+    p.add_argument(
+        "--live-cost-events",
+        type=int,
+        help="live_cost: preloaded events of the as-fast-as-it-goes row (default 200000; --quick 50000)",
+    )
+    p.add_argument(
+        "--processor-env",
+        action="append",
+        type=parse_env_overrides,
+        help="live_cost: processor settings over its defaults, e.g. COMMIT_INTERVAL_MS=200,GATHER_MS=20; "
+        "given more than once, each is a variant and the variants alternate (with --live-cost-repeat)",
+    )
+    p.add_argument(
+        "--live-cost-repeat",
+        type=int,
+        default=1,
+        help="live_cost: rounds; each round runs every variant in turn (A B A B...)",
+    )
+    p.add_argument(
         "--only",
         type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
         default=list(PARTS),
@@ -166,6 +209,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.users = a.users or (5_000 if q else 50_000)
     a.latency_seconds = a.latency_seconds or (5.0 if q else 15.0)
     a.memory_seconds = a.memory_seconds or (30.0 if q else 300.0)
+    a.live_cost_seconds = a.live_cost_seconds or (5.0 if q else 15.0)
+    a.live_cost_events = a.live_cost_events or (50_000 if q else 200_000)
+    a.processor_env = a.processor_env or [{}]
     return a
 
 
