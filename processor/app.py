@@ -93,7 +93,10 @@ class Processor:
         self._assigning = False  # in the assignment callback: new partitions paused until claimed
         self._last_poll = 0.0
         self._cycle = CyclePolicy(
-            settings.gather_ms, settings.fetch_max_wait_ms, settings.commit_interval_ms / 1000
+            settings.gather_ms,
+            settings.gather_bytes,
+            settings.fetch_max_wait_ms,
+            settings.commit_interval_ms / 1000,
         )
         self._pacing: FetchPacing | None = None
         self.http_port: int | None = None

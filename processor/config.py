@@ -69,7 +69,10 @@ class Settings(CommonSettings):
     batch_max_records: int = Field(4000, ge=1)
     # The cycle's latency budget (processor/cycle.py): while records flow, a fetch waits up to
     # GATHER_MS for more, so a cycle's fixed costs are shared; 0 turns gathering off.
-    gather_ms: int = Field(20, ge=0, le=1000)
+    gather_ms: int = Field(50, ge=0, le=1000)
+    # ... or until this many bytes of records have arrived (fetch.min.bytes): at high rates a
+    # cycle is cut by size, so the wait shrinks as the rate grows.
+    gather_bytes: int = Field(32 * 1024, ge=1)
     # At most one offset commit in flight, and at most one started per interval: the committed
     # offsets trail the verdicts by at most this plus a round trip.
     commit_interval_ms: int = Field(200, ge=0, le=60_000)

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Large enough that a window is cut by time, not size, below tens of thousands of events/s;
-# as fast as it goes, the per-partition fetch size ends a fetch first.
-GATHER_BYTES = 1024 * 1024
-
 
 @dataclass(frozen=True)
 class CyclePolicy:
     gather_ms: int  # GATHER_MS: the most a fetch waits for more records while records flow
+    gather_bytes: int  # GATHER_BYTES: a fetch that has this much answers at once
     idle_wait_ms: int  # FETCH_MAX_WAIT_MS: the long poll of an idle consumer
     commit_interval_s: float  # COMMIT_INTERVAL_MS: the least time between two commits' starts
 
@@ -34,7 +31,7 @@ class CyclePolicy:
         """(fetch.max.wait.ms, fetch.min.bytes) for the next fetches."""
         if idle or self.gather_ms == 0:
             return self.idle_wait_ms, 1
-        return self.gather_ms, GATHER_BYTES
+        return self.gather_ms, self.gather_bytes
 
     def commit_delay(self, last_commit_start: float, now: float) -> float:
         """Seconds until the next commit may start."""
