@@ -37,6 +37,7 @@ class OffsetCommitter:
         self._task: asyncio.Task | None = None  # the commit in flight, at most one
         self._timer: asyncio.TimerHandle | None = None  # the next commit's start
         self._last_start = float("-inf")
+        self._flushing = False
         self._lag_gauges: dict[TopicPartition, object] = {}  # labels() costs microseconds: once
 
     def published(self, tp: TopicPartition, last_offset: int) -> None:
@@ -88,26 +89,27 @@ class OffsetCommitter:
     def _on_done(self, task: asyncio.Task) -> None:
         if self._task is task:
             self._task = None
-            if self._timer is None:
+            if self._timer is None and not self._flushing:
                 self._schedule()
 
     async def flush(self) -> None:
         """Commit everything published so far, now, and wait for it (a stop, a revocation)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._task is not None or self._pending:
-            if self._task is not None and not self._task.done():
-                await asyncio.wait({self._task})
-            self._task = None
-            if self._timer is not None:  # set by the done callback meanwhile
+        self._flushing = True  # the done callback starts no commit meanwhile: this one does
+        try:
+            if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            task = self._task
+            if task is not None:
+                await asyncio.wait({task})
+                if self._task is task:
+                    self._task = None
             if self._pending:
                 offsets, self._pending = self._pending, {}
                 self._last_start = asyncio.get_running_loop().time()
-                if not await self._commit(offsets):
-                    return  # Kafka away: the next owner replays from the last commit that landed
+                await self._commit(offsets)  # failed: the next owner replays from the last that landed
+        finally:
+            self._flushing = False
 
     async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         """One commit; False when it failed and its offsets went back to `pending`."""
