@@ -86,8 +86,19 @@ class PartitionClaimer:
     async def take(self, state: PartitionState) -> None:
         """Claim a new epoch for the partition; leave it consuming, or halted and paused."""
         tp = state.tp
-        claim: Claim = await self._retry_redis("claim", lambda: self._store.claim(tp.partition))
+
+        async def claim_if_still_ours() -> Claim | None:
+            # A claim retried in the background (Redis away) for a partition revoked meanwhile must
+            # not take an epoch after its new owner's: that owner would be fenced until the next
+            # rebalance. So every attempt checks first (the request in flight is the only window).
+            if self._partitions.get(tp) is not state:
+                return None
+            return await self._store.claim(tp.partition)
+
+        claim = await self._retry_redis("claim", claim_if_still_ours)
         committed = await self._consumer.committed(tp)
+        if claim is None or self._partitions.get(tp) is not state:
+            return  # revoked meanwhile: the next assignment claims it for itself
         state.claimed(claim.epoch, -1 if committed is None else committed)
         if claim.applied is not None or committed:
             end = (await self._consumer.end_offsets([tp]))[tp]

@@ -150,7 +150,9 @@ class BatchDecider:
                 extra={"partition": batch.tp.partition, "epoch": epoch, "redis_epoch": err.current_epoch},
             )
             generation = state.generation
-            await self._claimer.take(state)
+            # A failure here (Kafka away) halts the partition visibly and retries the claim in the
+            # background, as at an assignment, instead of ending the processor.
+            await self._claimer.take_or_retry(state)
             if not state.consuming:
                 self._rewind(batch)
                 return False
