@@ -125,16 +125,33 @@ class LiveParts:
         }
 
     async def gateway(self) -> None:
-        report = await gateway_bench(self, self.args.gateway_rates, self.args.latency_seconds)
+        profile = self.out_dir / "gateway-profile" if self.args.gateway_profile else None
+        report = await gateway_bench(
+            self,
+            self.args.gateway_rates,
+            self.args.latency_seconds,
+            profile_dir=profile,
+            baseline=self.args.gateway_baseline,
+        )
         self.report["gateway"] = report
         for row in report["runs"]:
-            http, kafka = row["gateway"], row["kafka_direct"]
+            http, kafka, floor = row["gateway"], row["kafka_direct"], row["floor"] or {}
             log(
                 f"gateway at {row['rate']} starts/s: {http.get('starts_per_s')} achieved, p50/p95/p99 "
                 f"{http.get('p50_ms')}/{http.get('p95_ms')}/{http.get('p99_ms')} ms; straight on Kafka "
                 f"{kafka.get('p50_ms')}/{kafka.get('p95_ms')}/{kafka.get('p99_ms')} ms; the gateway adds "
-                f"{row['gateway_added_p99_ms']} ms at p99"
+                f"{row['gateway_added_p99_ms']} ms at p99; CPU per call: floor "
+                f"{floor.get('server_cpu_ms_per_call')} ms "
+                f"(p50/p99 {floor.get('p50_ms')}/{floor.get('p99_ms')}),"
+                f" gateway {http.get('server_cpu_ms_per_call')} ms, ratio {row['cpu_ratio_to_floor']}"
             )
+            if "baseline" in row:
+                b = row["baseline"]
+                log(
+                    f"  baseline gateway at {row['rate']}: CPU per call {b.get('server_cpu_ms_per_call')} ms "
+                    f"(ratio {row.get('baseline_cpu_ratio_to_floor')}), p50/p99 {b.get('p50_ms')}/"
+                    f"{b.get('p99_ms')} ms"
+                )
 
     async def memory(self) -> None:
         proc, watcher, producer, topic = await self.live_setup("memory")

@@ -3,10 +3,11 @@
 Parts (`--only` picks some): ceiling (strongest pass-through), processor (in-process, tokens on,
 with Redis INFO commandstats), scaling (one vs two `python -m processor` processes in one
 group), profile (cProfile of an in-process run), latency (fixed offered rates), gateway (starts
-over HTTP and straight on Kafka at fixed rates), memory (RSS of a processor process at a fixed
-rate; `make soak` is the long run), live_cost (a processor process's CPU per event, verdict
-latency, committed-offset lag and SIGTERM-to-exit time at idle, fixed rates and as fast as it
-goes: issue 20; `--processor-env` compares settings). Writes bench/out/report.json and PNG charts.
+over HTTP, straight on Kafka and on the bare ASGI floor at fixed rates), memory (RSS of a
+processor process at a fixed rate; `make soak` is the long run), live_cost (a processor
+process's CPU per event, verdict latency, committed-offset lag and SIGTERM-to-exit time at idle,
+fixed rates and as fast as it goes: issue 20; `--processor-env` compares settings). Writes
+bench/out/report.json and PNG charts.
 The parts' code: bench/throughput_parts.py (ceiling, processor, scaling, profile),
 bench/live_parts.py (latency, gateway, memory) and bench/live_cost.py (live_cost); this module
 runs them in order and writes the report.
@@ -147,8 +148,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--gateway-rates",
         type=lambda s: [int(x) for x in s.split(",")],
-        default=[100, 500],
-        help="offered starts/s of the gateway part, comma separated (default 100,500)",
+        default=[300, 500, 1000],
+        help="offered starts/s of the gateway part, comma separated (default 300,500,1000)",
+    )
+    p.add_argument(
+        "--gateway-profile",
+        action="store_true",
+        help="after the gateway part's runs, one more run of the floor and of the gateway at the highest "
+        "rate under py-spy (raw stacks in gateway-profile/ beside the report)",
+    )
+    p.add_argument(
+        "--gateway-baseline",
+        type=Path,
+        default=None,
+        help="a checkout of other code (e.g. `git archive main | tar -x -C DIR`) whose gateway is driven "
+        "right before this one at each rate, in the same run (before/after)",
     )
     p.add_argument("--memory-seconds", type=float, help="length of the memory run (default 300)")
     p.add_argument(

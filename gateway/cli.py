@@ -28,10 +28,15 @@ def serve(settings: GatewaySettings) -> None:
     setup_logging(settings.log_level)
     if settings.gateway_auth_secret is None and settings.gateway_auth_public_key_file is None:
         log.warning("ALLOW_INSECURE_DEV_SECRET is set: callers' tokens are checked with a public secret")
+    run_server(create_app(settings), settings.gateway_host, settings.gateway_port)
+
+
+def run_server(app: object, host: str, port: int) -> None:
+    """Serve `app` with the gateway's server settings (bench.floor_app serves its floor with these too)."""
     config = uvicorn.Config(
-        create_app(settings),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
         loop="auto",
         http="auto",
         access_log=False,
