@@ -1,0 +1,31 @@
+"""The served /openapi.json is the one main served before the hot routes left FastAPI's machinery.
+
+tests/fixtures/gateway_openapi.json holds the bytes `GET /openapi.json` answered on main at
+92dd5fb (generated from that commit's app, same settings as here). The call routes are served
+by gateway/calls.py now, but their document is still generated from the same route
+declarations and pydantic models; this pins it, so a change to either shows up here, on
+purpose or not. Regenerate the fixture only with a deliberate change to the contract.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import orjson
+
+from gateway.app import create_app
+from gateway.settings import load_gateway_settings
+
+SECRET = "unit-test-auth-secret-0123456789abcdef"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "gateway_openapi.json"
+
+
+async def test_the_served_openapi_document_is_byte_identical_to_the_one_before_the_fast_routes():
+    app = create_app(load_gateway_settings(gateway_auth_secret=SECRET))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        served = await http.get("/openapi.json")
+    assert served.status_code == 200
+    before = FIXTURE.read_bytes()
+    assert orjson.loads(served.content) == orjson.loads(before)  # a readable diff first
+    assert served.content == before
