@@ -4,10 +4,11 @@ Why FastAPI on uvicorn: the request bodies are pydantic models already (the proc
 limits), FastAPI generates /openapi.json from them and from the response models, so the
 document cannot drift from what is accepted; it is async, well kept and the most used Python
 API framework. uvicorn (with uvloop and httptools) is its usual ASGI server, runs one process
-here, and is programmable (tests start it in-process on a free port). The call routes read
-their input through parsing.py (same models, cheaper than FastAPI's parameter injection) and
-hand it to `Gateway` (service.py). Bad input is the contract's 400 `{"error", "detail"}`
-(FastAPI's 422 nowhere, in the document neither).
+here, and is programmable (tests start it in-process on a free port). The four call routes
+are declared here (their OpenAPI description) but served by calls.py's plain ASGI handlers
+before FastAPI's machinery (`GatewayApp.__call__`); they read their input through parsing.py
+(the same models) and hand it to `Gateway` (service.py). Bad input is the contract's 400
+`{"error", "detail"}` (FastAPI's 422 nowhere, in the document neither).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import parsing
-from gateway.auth import make_verifier
-from gateway.events import new_session_id
+from gateway.auth import TokenCache, make_verifier
+from gateway.calls import CallRoutes, bad_request_detail, too_large, unauthorized
 from gateway.models import (
     ErrorBody,
     HealthBody,
@@ -36,8 +37,6 @@ from gateway.models import (
 )
 from gateway.service import Answer, Gateway, error
 from gateway.settings import GatewaySettings
-
-DEFAULT_REQUESTER = "account"  # the requester's sessionId of a terminate that names none
 
 _WHAT = {
     400: "bad input, never published (a body over 65536 bytes: too_large, refused by its Content-Length "
@@ -64,9 +63,24 @@ def _respond(answer: Answer) -> Response:
     return Response(answer.body, status_code=answer.status, headers=answer.headers)
 
 
-def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> FastAPI:
+class GatewayApp(FastAPI):
+    """FastAPI with the call routes served first, by calls.py, without the framework per request."""
+
+    calls: CallRoutes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            found = self.calls.match(scope)
+            if found is not None:
+                await self.calls.dispatch(*found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> GatewayApp:
     gw = gateway or Gateway(settings)
-    verifier = make_verifier(settings)
+    tokens = TokenCache(make_verifier(settings))
+    calls = CallRoutes(gw, tokens)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -76,7 +90,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         finally:
             await gw.stop()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Stream concurrency gateway",
         version="1.0",
         description="Players' HTTP calls become player events on Kafka; each answer is the event's verdict.",
@@ -85,11 +99,11 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         redoc_url=None,
     )
     app.state.gateway = gw
+    app.calls = calls
 
     @app.exception_handler(parsing.Unauthorized)
     async def _unauthorized(_request: Request, exc: parsing.Unauthorized) -> Response:
-        answer = error(401, "unauthorized", exc.detail)
-        return Response(answer.body, 401, headers={**answer.headers, "www-authenticate": "Bearer"})
+        return _respond(unauthorized(exc.detail))
 
     @app.exception_handler(parsing.NotJson)
     async def _not_json(_request: Request, _exc: parsing.NotJson) -> Response:
@@ -97,16 +111,11 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
 
     @app.exception_handler(parsing.TooLarge)
     async def _too_large(_request: Request, exc: parsing.TooLarge) -> Response:
-        # 400 as all bad input (the contract); the connection is closed as the body is not read.
-        answer = error(400, "too_large", exc.detail)
-        return Response(answer.body, 400, headers={**answer.headers, "connection": "close"})
+        return _respond(too_large(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request: Request, exc: RequestValidationError) -> Response:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()
-        )
-        return _respond(error(400, "bad_request", detail[:1000]))
+        return _respond(error(400, "bad_request", bad_request_detail(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -125,13 +134,8 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         openapi_extra=parsing.operation_extra(request_body=StartRequest),
         response_class=Response,
     )
-    async def start(request: Request) -> Response:
-        who = parsing.caller(request, verifier)
-        key = parsing.idempotency_key(request)
-        body = await parsing.body(request, StartRequest)
-        session_id = body.sessionId or new_session_id(who.user_id, key)
-        fields = {"deviceId": body.deviceId, "deviceClass": body.deviceClass, "contentId": body.contentId}
-        return _respond(await gw.call("start", who, session_id, key, **fields))
+    async def start(request: Request) -> Response:  # served by calls.py first (GatewayApp)
+        return _respond(await calls.start(request.scope, request.receive))
 
     @app.post(
         "/v1/sessions/{sessionId}/heartbeat",
@@ -145,9 +149,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         response_class=Response,
     )
     async def heartbeat(request: Request) -> Response:
-        who = parsing.caller(request, verifier)
-        session_id, key = parsing.session_id(request), parsing.idempotency_key(request)
-        return _respond(await gw.call("heartbeat", who, session_id, key))
+        return _respond(
+            await calls.heartbeat(request.scope, request.receive, request.path_params["sessionId"])
+        )
 
     @app.delete(
         "/v1/sessions/{sessionId}",
@@ -157,9 +161,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         response_class=Response,
     )
     async def stop(request: Request) -> Response:
-        who = parsing.caller(request, verifier)
-        session_id, key = parsing.session_id(request), parsing.idempotency_key(request)
-        return _respond(await gw.call("stop", who, session_id, key))
+        return _respond(await calls.stop(request.scope, request.receive, request.path_params["sessionId"]))
 
     @app.post(
         "/v1/sessions/{sessionId}/terminate",
@@ -169,10 +171,9 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         response_class=Response,
     )
     async def terminate(request: Request) -> Response:
-        who = parsing.caller(request, verifier)
-        target, key = parsing.session_id(request), parsing.idempotency_key(request)
-        requester = (await parsing.body(request, TerminateRequest)).sessionId or DEFAULT_REQUESTER
-        return _respond(await gw.call("terminate", who, requester, key, targetSessionId=target))
+        return _respond(
+            await calls.terminate(request.scope, request.receive, request.path_params["sessionId"])
+        )
 
     @app.get(
         "/v1/sessions",
@@ -182,7 +183,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
         response_class=Response,
     )
     async def list_sessions(request: Request) -> Response:
-        return _respond(await gw.sessions(parsing.caller(request, verifier)))
+        return _respond(await gw.sessions(parsing.caller(request.scope, tokens)))
 
     @app.get(
         "/health",

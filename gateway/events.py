@@ -12,6 +12,7 @@ with a separator: ids may hold any character, so ("a\0b", "c") must not read as 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import uuid
 
@@ -34,15 +35,24 @@ def event_id(
     user_id: str, kind: str, session_id: str, target_session_id: str | None, idempotency_key: str | None
 ) -> str:
     if idempotency_key is None:
-        return "gw-" + uuid.uuid4().hex
+        return "gw-" + os.urandom(16).hex()  # 128 random bits (uuid4().hex's shape at a tenth of its cost)
     target = target_session_id or ""  # no target: "" (an id is never empty)
     seed = _seed("event", user_id, kind, session_id, target, idempotency_key)
     return "gw-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
 
 
+def _random_uuid() -> str:
+    """str(uuid.uuid4()) without the UUID object (a third of its cost on a start's path)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def new_session_id(user_id: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
-        return str(uuid.uuid4())
+        return _random_uuid()
     return str(uuid.uuid5(_SESSION_NAMESPACE, _seed("session", user_id, idempotency_key)))
 
 

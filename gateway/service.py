@@ -77,7 +77,7 @@ class Gateway:
             s.gateway_replies_topic,
             s.gateway_consumer_group,
             self.wait_map,
-            on_reply=lambda outcome: self.metrics.replies.labels(outcome).inc(),
+            on_reply=self._count_reply,
         )
         self._signer = _signer(s) if s.gateway_on_timeout == "allow" else None
         self._timeout = s.gateway_verdict_timeout_ms / 1000
@@ -89,6 +89,12 @@ class Gateway:
         self._startup: asyncio.Task | None = None
         self._children: dict = {}  # metric children by labels
         self.state = "starting"
+
+    def _count_reply(self, outcome: str) -> None:
+        child = self._children.get(("reply", outcome))  # a handful of constant outcomes
+        if child is None:
+            child = self._children[("reply", outcome)] = self.metrics.replies.labels(outcome)
+        child.inc()
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
