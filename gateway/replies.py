@@ -165,7 +165,9 @@ class ReplyRouter:
             group_id=self._group,
             enable_auto_commit=False,  # it never commits: each assignment starts at the end
             auto_offset_reset="latest",
-            fetch_max_wait_ms=100,
+            # Kafka's default long poll: a fetch answers as soon as one reply is there (fetch_min_bytes
+            # 1), so this only spaces out the polls of an idle instance (100 ms cost it 0.8 % of a core).
+            fetch_max_wait_ms=500,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
         )
