@@ -224,12 +224,22 @@ async def measure(
     pid: int | None = None,
     floor_url: str | None = None,
     floor_pid: int | None = None,
+    idle_pids: dict[str, int | None] | None = None,
 ) -> dict:
     """At one rate: the floor (if given), straight on Kafka, then the gateway, one after the other."""
     floor = None
     if floor_url is not None:
         floor = await over_http(floor_url, secret, rate, seconds, connections, floor_pid)
+    # The servers get no calls meanwhile: their fixed cost (reply polls, group heartbeats, timers).
+    idle = {name: p for name, p in (idle_pids or {}).items() if p}
+    idle_before = {name: sum(process_cpu_seconds(p)) for name, p in idle.items()}
+    idle_t0 = time.perf_counter()
     kafka = await over_kafka(bootstrap, events_topic, rate, seconds)
+    idle_span = time.perf_counter() - idle_t0
+    kafka["idle_cpu_share_of_core"] = {
+        name: round((sum(process_cpu_seconds(p)) - idle_before[name]) / idle_span, 4)
+        for name, p in idle.items()
+    }
     http = await over_http(url, secret, rate, seconds, connections, pid)
     overhead = None
     if http["p99_ms"] is not None and kafka["p99_ms"] is not None:

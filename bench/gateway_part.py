@@ -3,9 +3,10 @@ over HTTP at fixed offered rates and, at the same rates, straight on Kafka with 
 (bench/gateway_load.py), so the gateway's own share of a start's latency is visible. The floor
 (bench/floor_app.py, a bare ASGI app on the same uvicorn settings) is driven by the same
 generator at each rate first: each row has the floor's and the gateway's CPU per call (from
-/proc) and their ratio. With `profile_dir`, one more gateway run (and one of the floor) at the
-highest rate is sampled by py-spy (raw collapsed stacks, --nonblocking), apart from the
-measured runs so the sampler's cost does not touch their figures."""
+/proc) and their ratio, and each server's idle CPU (taken while the straight-on-Kafka run gives
+it no calls). With `profile_dir`, one more run of each server at each rate is sampled by py-spy
+(raw collapsed stacks, --nonblocking), apart from the measured runs so the sampler's cost does
+not touch their figures."""
 
 from __future__ import annotations
 
@@ -146,9 +147,10 @@ async def gateway_bench(
             before = None
             if base is not None:
                 before = await over_http(base_url, auth.encode(), rate, seconds, connections, base.pid)
+            idle_pids = {"gateway": gateway.pid, "floor": floor.pid, "baseline": base and base.pid}
             row = await measure(
                 url, bench.bootstrap, topic, auth.encode(), rate, seconds, connections,
-                gateway.pid, floor_url, floor.pid,
+                gateway.pid, floor_url, floor.pid, idle_pids,
             )  # fmt: skip
             if before is not None:
                 row["baseline"] = before
@@ -159,12 +161,15 @@ async def gateway_bench(
         profiles = {}
         if profile_dir is not None:
             await asyncio.to_thread(profile_dir.mkdir, parents=True, exist_ok=True)
-            rate = max(rates)
-            for name, server, server_url in (("floor", floor, floor_url), ("gateway", gateway, url)):
-                out = profile_dir / f"{name}-{rate}.txt"
-                load = over_http(server_url, auth.encode(), rate, seconds, connections, server.pid)
-                row = await _profiled(server.pid, out, seconds, load)
-                profiles[name] = {"rate": rate, "stacks": str(out), "run": row}
+            servers = [("floor", floor, floor_url), ("gateway", gateway, url)]
+            if base is not None:
+                servers.append(("baseline", base, base_url))
+            for rate in rates:
+                for name, server, server_url in servers:
+                    out = profile_dir / f"{name}-{rate}.txt"
+                    load = over_http(server_url, auth.encode(), rate, seconds, connections, server.pid)
+                    row = await _profiled(server.pid, out, seconds, load)
+                    profiles[f"{name}-{rate}"] = {"rate": rate, "stacks": str(out), "run": row}
         return {
             "seconds_per_rate": seconds,
             "connections": connections,

@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--gateway-profile",
         action="store_true",
-        help="after the gateway part's runs, one more run of the floor and of the gateway at the highest "
+        help="after the gateway part's runs, one more run of each server (floor, gateway, baseline) at each "
         "rate under py-spy (raw stacks in gateway-profile/ beside the report)",
     )
     p.add_argument(
