@@ -18,6 +18,13 @@ SLOTS = 16384
 CANDIDATE_PARTITIONS = (120, 240, 360, 512, 720, 1024, 1440)
 
 
+# The gateway's CPU per call (HTTP in, event produced, verdict read back, answer out), measured by
+# `make bench`'s gateway part (docs/gateway-performance.md: the median of 4 runs at 1,000 starts/s
+# after issue 22, 0.275-0.424 ms). A busy instance batches its produces and reply fetches at
+# least as well as that, so this is on the safe side for a process near a full core.
+GATEWAY_CPU_S_PER_CALL = 0.367e-3
+
+
 @dataclass(frozen=True)
 class Measured:
     events_per_s_per_process: float  # one processor process, alone in its group
@@ -30,6 +37,7 @@ class Measured:
     event_bytes: float  # bytes per event in the events topic's log
     verdict_bytes: float  # bytes per verdict in the verdicts topic's log
     verdicts_per_event: float
+    gateway_cpu_s_per_call: float = GATEWAY_CPU_S_PER_CALL  # bench.gateway_part's, not bench.capacity's
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Assumptions:
     headroom: float = 1.5  # plan for 50 % above the steady rate
     redis_utilisation: float = 0.7  # of the one core a Redis shard's commands run on
     process_utilisation: float = 1.0  # measured events/s per process is already its full core
+    gateway_utilisation: float = 0.7  # of a gateway process's one core (latency: keep it below full)
     # The partition count (fixed for good) must allow this many times the planned processes
     # and shards: room for more viewers, slower code, and a few partitions per shard.
     growth: int = 10
@@ -121,6 +130,15 @@ def plan(m: Measured, a: Assumptions = Assumptions()) -> dict:
     planned = steady * a.headroom
     out: dict = {"assumptions": asdict(a), "measured": asdict(m)}
     out["rate"] = {"steady_events_per_s": round(steady), "planned_events_per_s": round(planned)}
+
+    # HTTP tier: every heartbeat is one gateway call (apps speak HTTP); a gateway process is one
+    # event loop on one core, kept below full (queueing) at the same target as a Redis shard.
+    per_gateway = 1 / m.gateway_cpu_s_per_call * a.gateway_utilisation
+    out["http"] = {
+        "calls_per_s_per_process_at_full_core": round(1 / m.gateway_cpu_s_per_call),
+        "cpu_cores": round(planned * m.gateway_cpu_s_per_call, 1),
+        "processes": math.ceil(planned / per_gateway),
+    }
 
     # Processors: events/s one process sustains (it is single-threaded: one core).
     per_process = m.events_per_s_per_process * a.process_utilisation
@@ -239,6 +257,13 @@ def format_plan(p: dict) -> str:
         f" x {m['verdict_bytes']:.0f} B = {k['verdicts_mb_per_s']} MB/s;"
         f" {k['produced_mb_per_s']} MB/s produced, {k['written_mb_per_s_with_replication']} MB/s written with"
         f" RF {a['replication_factor']} -> >= {k['brokers']} brokers at {a['broker_mb_per_s']:g} MB/s each"
+    )
+    h = p["http"]
+    lines.append(
+        f"  HTTP      {r['planned_events_per_s']:,} calls/s x {m['gateway_cpu_s_per_call'] * 1e3:.3f} ms"
+        f" CPU per call = {h['cpu_cores']} cores; one gateway process serves"
+        f" {h['calls_per_s_per_process_at_full_core']:,} calls/s at a full core, at"
+        f" {a['gateway_utilisation']:.0%} of one -> {h['processes']} gateway processes"
     )
     lines.append(
         f"  caveat    the Redis time is the worst run's, at {m['events_per_script_call']:g} events per script"
