@@ -137,7 +137,7 @@ def plan(m: Measured, a: Assumptions = Assumptions()) -> dict:
     out["http"] = {
         "calls_per_s_per_process_at_full_core": round(1 / m.gateway_cpu_s_per_call),
         "cpu_cores": round(planned * m.gateway_cpu_s_per_call, 1),
-        "processes": math.ceil(planned / per_gateway),
+        "processes": math.ceil(planned / per_gateway),  # each needs a partition of the replies topic
     }
 
     # Processors: events/s one process sustains (it is single-threaded: one core).
@@ -263,7 +263,8 @@ def format_plan(p: dict) -> str:
         f"  HTTP      {r['planned_events_per_s']:,} calls/s x {m['gateway_cpu_s_per_call'] * 1e3:.3f} ms"
         f" CPU per call = {h['cpu_cores']} cores; one gateway process serves"
         f" {h['calls_per_s_per_process_at_full_core']:,} calls/s at a full core, at"
-        f" {a['gateway_utilisation']:.0%} of one -> {h['processes']} gateway processes"
+        f" {a['gateway_utilisation']:.0%} of one -> {h['processes']} gateway processes (and at least as many"
+        " partitions of the replies topic)"
     )
     lines.append(
         f"  caveat    the Redis time is the worst run's, at {m['events_per_script_call']:g} events per script"
