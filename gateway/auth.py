@@ -182,10 +182,12 @@ class TokenCache:
     """Callers by the Authorization header's bytes: at most `size` of them, each until its `exp`.
 
     Only valid tokens are kept (a refused one is checked again each time, so its answer cannot
-    go stale). Insertion order is the eviction order: the oldest entry goes when a new one needs
-    its place (a bound, not an LRU: a hit does not move its entry, which keeps a hit to one
-    lookup). `nbf`/`iat` in the future were refused before an entry exists, and time only moves
-    on, so the expiry is the one check a hit needs.
+    go stale, and nobody can fill the cache without tokens signed with the gateway's key); an
+    entry is a few hundred bytes, so the bound keeps it to some tens of MB. Insertion order is
+    the eviction order: the oldest entry goes when a new one needs its place (a bound, not an
+    LRU: a hit does not move its entry, which keeps a hit to one lookup). `nbf`/`iat` in the
+    future were refused before an entry exists, and time only moves on, so the expiry is the one
+    check a hit needs.
     """
 
     def __init__(self, verifier: Verifier, size: int = 65_536) -> None:
