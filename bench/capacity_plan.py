@@ -19,10 +19,10 @@ CANDIDATE_PARTITIONS = (120, 240, 360, 512, 720, 1024, 1440)
 
 
 # The gateway's CPU per call (HTTP in, event produced, verdict read back, answer out), measured by
-# `make bench`'s gateway part (docs/gateway-performance.md: the median of 4 runs at 1,000 starts/s
-# after issue 22, 0.275-0.424 ms). A busy instance batches its produces and reply fetches at
-# least as well as that, so this is on the safe side for a process near a full core.
-GATEWAY_CPU_S_PER_CALL = 0.367e-3
+# `make bench`'s gateway part (docs/gateway-performance.md: 2 runs at 1,000 starts/s after issue
+# 22 on a quiet machine, 0.424 and 0.434 ms). A busy instance batches its produces and reply
+# fetches at least as well as that, so this is on the safe side for a process near a full core.
+GATEWAY_CPU_S_PER_CALL = 0.429e-3
 
 
 @dataclass(frozen=True)
