@@ -7,23 +7,13 @@ import asyncio
 import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from processor.committer import OffsetCommitter
 from processor.cycle import CyclePolicy
 from processor.metrics import Metrics
 from processor.partitions import Partitions
+from producer_sim.kafka_io import committed_offsets
 from tests.harness import wait_until
-
-
-async def _group_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp.partition: m.offset for tp, m in offsets.items()}
 
 
 async def test_flush_returns_only_after_every_published_offset_is_committed_and_none_in_flight(
@@ -62,6 +52,6 @@ async def test_flush_returns_only_after_every_published_offset_is_committed_and_
         assert partitions.committed(tp) == 20
         # As Processor.close() does next: leave the group. The offsets must be in Kafka.
         await consumer.stop()
-        assert (await _group_offsets(kafka_bootstrap, group)).get(0) == 20
+        assert (await committed_offsets(kafka_bootstrap, group, topic)).get(0) == 20
     finally:
         await consumer.stop()
