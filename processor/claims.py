@@ -109,9 +109,8 @@ class PartitionClaimer:
             return  # nothing decided yet, or Redis knows at least what Kafka committed
         where = {"partition": tp.partition, "committed": committed, "applied": claim.applied}
         if claim.applied is not None:
-            log_start = await self._log_start(state)
-            if claim.applied + 1 >= log_start:
-                self._repairer.start(state, claim.applied, committed - 1, "claim")
+            log_start = await self._replay_from(state, claim.applied, "claim")
+            if log_start is None:
                 return
             where["log_start"] = log_start
         if self._settings.accept_state_loss:
@@ -135,12 +134,10 @@ class PartitionClaimer:
     async def repair_or_halt(self, state: PartitionState, applied: int) -> None:
         """Redis's applied offset went below what this owner applied (the script's BEHIND):
         replay from it, or halt when that cannot rebuild the state."""
-        upto = max(state.applied, state.committed - 1)
         where = {"partition": state.tp.partition, "applied": applied, "owner_applied": state.applied}
         if applied >= 0:
-            log_start = await self._log_start(state)
-            if applied + 1 >= log_start:
-                self._repairer.start(state, applied, upto, "running")
+            log_start = await self._replay_from(state, applied, "running")
+            if log_start is None:
                 return
             self._halt(state, "state_lost")
             self._log_records_gone({**where, "log_start": log_start})
@@ -152,6 +149,16 @@ class PartitionClaimer:
             "ACCEPT_STATE_LOSS=true (see docs/state-repair.md)",
             extra=where,
         )
+
+    async def _replay_from(self, state: PartitionState, applied: int, found: str) -> int | None:
+        """Start replaying the partition from Redis's `applied` + 1, up to the furthest offset
+        decided before (this owner's applied, or Kafka's committed - 1); None when started, else
+        the log start offset that lies past it (the records are gone: it cannot be replayed)."""
+        log_start = await self._log_start(state)
+        if applied + 1 < log_start:
+            return log_start
+        self._repairer.start(state, applied, max(state.applied, state.committed - 1), found)
+        return None
 
     async def _log_start(self, state: PartitionState) -> int:
         """The partition's log start offset (Kafka away: retried; the replay must not start
