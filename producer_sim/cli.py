@@ -21,8 +21,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from producer_sim import report as report_mod
-from producer_sim.runner import DeliveryError, SimConfig, Simulation
+from producer_sim.runner import DeliveryError, Simulation
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig
 
 
 def _fraction(text: str) -> float:

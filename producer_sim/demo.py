@@ -39,8 +39,9 @@ from producer_sim.kafka_io import install_policies
 from producer_sim.ledger import main as ledger_main
 from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorError, ProcessorProcess
-from producer_sim.runner import DeliveryError, SimConfig, Simulation
+from producer_sim.runner import DeliveryError, Simulation
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig
 
 KAFKA_PORT = 9092
 REDIS_PORT = 6379

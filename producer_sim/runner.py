@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -46,61 +44,16 @@ from producer_sim.plot import Timeline
 from producer_sim.population import Population, PopulationConfig, estimated_events_per_second
 from producer_sim.report import SendStats, build_report
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig, simulated_span_s
 
 log = logging.getLogger(__name__)
 
 FUTURE_LIMIT_MS = 55 * 60 * 1000  # stay under the broker's 1 h (log.message.timestamp.after.max.ms)
 CLOCK_MARGIN_MS = 5 * 60 * 1000
-MAX_SPAN_S = 48 * 3600  # a clock further back could meet the topic's retention
-ASSUMED_MAX_RATE = 50_000.0  # records/s, to size the simulated span of an unpaced run
 
 
 class DeliveryError(RuntimeError):
     """A record was not acknowledged by the broker."""
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    rate: float | None = None  # records per wall second; None: no cap
-    duration: float | None = None  # wall seconds of producing
-    events: int | None = None  # records to produce
-    users: int = 1000
-    seed: int = 1
-    speed: float | None = None  # simulated seconds per wall second; None: not tied to the wall clock
-    heartbeat_interval_s: float = 30.0
-    sharers: float = 0.05
-    families: float = 0.2
-    duplicates: float = 0.0
-    late: float = 0.0
-    malformed: float = 0.0
-    plans: bool = False  # users get plans (basic, standard, premium) written as policies first
-    terminates: float = 0.0  # chance that a denied start first terminates the oldest conflict
-    policy_grace_s: float = 3.0  # wait after writing policies a running processor must read
-    drain_timeout: float = 30.0
-    progress: bool = True
-    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
-
-    def __post_init__(self) -> None:
-        if self.duration is None and self.events is None:
-            object.__setattr__(self, "duration", 60.0)
-        for name in ("rate", "speed", "duration"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive")
-        if self.events is not None and self.events < 1:
-            raise ValueError("events must be at least 1")
-
-
-def simulated_span_s(cfg: SimConfig, sim_events_per_s: float) -> float:
-    """How much simulated time the run is expected to cover (an upper estimate)."""
-    if cfg.speed is not None and cfg.duration is not None:
-        span = cfg.duration * cfg.speed
-    elif cfg.events is not None:
-        span = cfg.events / sim_events_per_s
-    else:
-        assert cfg.duration is not None
-        span = cfg.duration * (cfg.rate or ASSUMED_MAX_RATE) / sim_events_per_s
-    return min(span, MAX_SPAN_S)
 
 
 class Simulation:

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from processor.publisher import DLQ_HEADERS
 from processor.wire import MAX_TEXT_CHARS, MAX_VALUE_BYTES, DecodedEvent, DecodeError, decode_event
-from producer_sim.runner import SimConfig, Simulation
+from producer_sim.runner import Simulation
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig
 from tests.chaos.support import assert_clean, figures
 from tests.harness import TEST_SECRET, user_id_key
 

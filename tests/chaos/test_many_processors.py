@@ -14,8 +14,9 @@ import os
 import pytest
 
 from compose.launcher import RedisCluster
-from producer_sim.runner import SimConfig, Simulation
+from producer_sim.runner import Simulation
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig
 from tests.chaos.support import assert_clean, figures
 from tests.harness import TEST_SECRET, wait_until
 

@@ -25,8 +25,9 @@ from aiokafka import AIOKafkaProducer
 from producer_sim.kafka_io import install_policies
 from producer_sim.plans import PLANS, policy_records
 from producer_sim.processor_proc import ProcessorProcess
-from producer_sim.runner import SimConfig, Simulation, start_verdict_consumer
+from producer_sim.runner import Simulation, start_verdict_consumer
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig
 from tests.redis_targets import ON_SINGLE_AND_CLUSTER, RedisTarget
 
 PARTITIONS = 4

@@ -13,8 +13,9 @@ from processor.reference_model import Decision, ReferenceModel
 from producer_sim.faults import encode_event
 from producer_sim.plans import DEVICE_CLASSES, PLANS, policy_records, policy_table
 from producer_sim.population import FAMILY, NORMAL, SHARER, Population, PopulationConfig, SimEvent
-from producer_sim.runner import CLOCK_MARGIN_MS, SimConfig, Simulation
+from producer_sim.runner import CLOCK_MARGIN_MS, Simulation
 from producer_sim.settings import SimSettings
+from producer_sim.sim_config import SimConfig
 
 HOUR_MS = 3_600_000
 
