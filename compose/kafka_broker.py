@@ -28,7 +28,7 @@ KAFKA_JAR_GLOB = "kafka_2.13-*.jar"
 _KAFKA_JAR_RE = re.compile(r"kafka_2\.13-(\d[\w.\-]*)\.jar$")
 
 
-def _kafka_cluster_id() -> str:
+def kafka_cluster_id() -> str:
     """Same shape as ``kafka.tools.StorageTool random-uuid`` (base64url of a UUID, no padding)."""
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -169,9 +169,17 @@ class KafkaBroker(ManagedProcess):
         heap: tuple[str, str] = ("256m", "768m"),
         detached: bool = False,
         extra_properties: dict[str, str] | None = None,
+        node_id: int = 1,
+        voters: str | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         super().__init__(data_dir, detached)
         self.port = port or free_port()
+        # One node of a cluster (compose/kafka_cluster.py): `voters` is the static quorum
+        # ("1@host:port,2@..."), and every node is formatted with the same `cluster_id`.
+        self.node_id = node_id
+        self.voters = voters
+        self.cluster_id = cluster_id
         self.jars_dir = Path(jars_dir)
         self.heap = heap
         self.extra_properties = dict(extra_properties or {})
@@ -207,8 +215,7 @@ class KafkaBroker(ManagedProcess):
     def _properties(self) -> dict[str, str]:
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -234,6 +241,10 @@ class KafkaBroker(ManagedProcess):
             "broker.heartbeat.interval.ms": "1000",
             "broker.session.timeout.ms": "4000",
         }
+        if self.voters is None:
+            props["controller.quorum.bootstrap.servers"] = f"127.0.0.1:{self.controller_port}"
+        else:
+            props["controller.quorum.voters"] = self.voters
         props.update(self.extra_properties)
         return props
 
@@ -282,9 +293,10 @@ class KafkaBroker(ManagedProcess):
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            # A node of a static quorum is formatted as is; a lone node is its own voter.
+            *(["--standalone"] if self.voters is None else []),
             "-t",
-            _kafka_cluster_id(),
+            self.cluster_id or kafka_cluster_id(),
             "-c",
             str(self.properties_file),
         ]
@@ -312,8 +324,9 @@ class KafkaBroker(ManagedProcess):
     def start(self, timeout: float = 90.0) -> None:
         super().start(timeout)
         log.info(
-            "Apache Kafka %s broker on %s started in %.1f s (pid %s, data %s)",
+            "Apache Kafka %s broker %s on %s started in %.1f s (pid %s, data %s)",
             self.version,
+            self.node_id,
             self.bootstrap,
             self.start_seconds or 0.0,
             self.pid,

@@ -18,14 +18,17 @@ Library use (tests, demo, bench)::
 Command line::
 
     python -m compose.launcher up|down|status|ensure|balance [--kafka-port 9092] [--redis-port 6379]
-                               [--redis-cluster] [--local]
+                               [--redis-cluster] [--kafka-cluster] [--local]
 
 ``up`` starts what does not already answer on the ports, detached (the services outlive the
 command), with pidfiles (one per service and port), logs and data under ``compose/.run/``.
 ``--redis-cluster`` starts a Redis Cluster on ports BASE..BASE+5 (``--redis-port BASE``,
 default 7000; bus ports +10000) instead of the single Redis, and moves the slots of the events
 partitions (``EVENTS_TOPIC``, ``TOPIC_PARTITIONS``) so each master holds an equal share;
-``balance`` does that on a running cluster. ``down`` with the same ports
+``balance`` does that on a running cluster. ``--kafka-cluster`` starts three Kafka nodes
+(compose/kafka_cluster.py: a 3-voter KRaft quorum, internal topics at replication 3,
+min.insync.replicas 2) on ports KAFKA..KAFKA+2 instead of the single broker, always as local
+processes. ``down`` with the same ports
 stops what ``up`` started there. With a Docker engine answering, ``up``/``down`` use
 ``docker compose`` (compose/docker-compose.yml) unless ``--local`` is given.
 """
@@ -52,6 +55,7 @@ from compose.kafka_broker import (
     kafka_version,
     wait_for_kafka,
 )
+from compose.kafka_cluster import KafkaCluster
 from compose.managed import (
     COMPOSE_DIR,
     REPO_ROOT,
@@ -75,6 +79,7 @@ __all__ = [
     "REPO_ROOT",
     "RUN_DIR",
     "KafkaBroker",
+    "KafkaCluster",
     "LauncherError",
     "ManagedProcess",
     "RedisCluster",
@@ -98,6 +103,7 @@ log = logging.getLogger("compose.launcher")
 
 CLUSTER_BASE_PORT = 7000
 CLUSTER_NODES = 6  # 3 masters + 3 replicas
+KAFKA_CLUSTER_NODES = 3
 
 
 def _pidfile(name: str, port: int) -> Path:
@@ -112,7 +118,7 @@ def _read_pids(name: str, port: int, marker: str) -> list[int]:
     lines: list[str] = []
     with contextlib.suppress(OSError):
         lines += _pidfile(name, port).read_text().splitlines()
-    ports = set(_cluster_ports(port)) if name == "redis-cluster" else {port}
+    ports = _ports_of(name, port)
     with contextlib.suppress(OSError):
         lines += [ln for ln in (RUN_DIR / f"{name}.pid").read_text().splitlines() if _port_of(ln) in ports]
     pids = []
@@ -122,6 +128,14 @@ def _read_pids(name: str, port: int, marker: str) -> list[int]:
             if pid_alive(pid) and marker in pid_cmdline(pid):
                 pids.append(pid)
     return pids
+
+
+def _ports_of(name: str, port: int) -> set[int]:
+    if name == "redis-cluster":
+        return set(_cluster_ports(port))
+    if name == "kafka-cluster":
+        return set(range(port, port + KAFKA_CLUSTER_NODES))
+    return {port}
 
 
 def _port_of(line: str) -> int | None:
@@ -145,16 +159,33 @@ def _stop_pid(pid: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-_MARKERS = {"kafka": "kafka.Kafka", "redis": "redis-server", "redis-cluster": "redis-server"}
+_MARKERS = {
+    "kafka": "kafka.Kafka",
+    "kafka-cluster": "kafka.Kafka",
+    "redis": "redis-server",
+    "redis-cluster": "redis-server",
+}
 
 
 def _cluster_ports(base: int) -> list[int]:
     return list(range(base, base + CLUSTER_NODES))
 
 
-def cmd_up(kafka_port: int, redis_port: int | None, local: bool, redis_cluster: bool = False) -> int:
+def cmd_up(
+    kafka_port: int,
+    redis_port: int | None,
+    local: bool,
+    redis_cluster: bool = False,
+    kafka_cluster: bool = False,
+) -> int:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     base = redis_port or (CLUSTER_BASE_PORT if redis_cluster else 6379)
+    if kafka_cluster:
+        local = True  # the cluster's nodes are local processes only
+        kafka_ports = range(kafka_port, kafka_port + KAFKA_CLUSTER_NODES)
+        busy = [p for p in kafka_ports if port_answers(p)]
+        if busy:
+            raise LauncherError(f"kafka-cluster: ports {busy} are taken: `down` first, or pick --kafka-port")
     svc = start_services(
         kafka=True,
         redis=not redis_cluster,
@@ -166,9 +197,14 @@ def cmd_up(kafka_port: int, redis_port: int | None, local: bool, redis_cluster: 
         reuse=True,  # what already answers on the ports is left alone
         backend="local" if local or not docker_engine_available() else "compose",
         detached=True,  # the services outlive this command
+        kafka_nodes=KAFKA_CLUSTER_NODES if kafka_cluster else 1,
     )
     for note in svc.notes:
         print(note)
+    if svc.kafka_cluster is not None:
+        lines = "".join(f"{n.pid} {n.port}\n" for n in svc.kafka_cluster.nodes.values())
+        _pidfile("kafka-cluster", kafka_port).write_text(lines)
+        print(f"kafka-cluster: KAFKA_BOOTSTRAP_SERVERS={svc.bootstrap} TOPIC_REPLICATION_FACTOR=3")
     for name, handle in (("kafka", svc.broker), ("redis", svc.redis)):
         if isinstance(handle, KafkaBroker | RedisServer):
             _pidfile(name, handle.port).write_text(f"{handle.pid} {handle.port}\n")
@@ -205,11 +241,16 @@ def cmd_down(kafka_port: int, redis_port: int | None, local: bool) -> int:
     cluster from --redis-port (7000)."""
     targets = [
         ("kafka", kafka_port),
+        ("kafka-cluster", kafka_port),
         ("redis", redis_port or 6379),
         ("redis-cluster", redis_port or CLUSTER_BASE_PORT),
     ]
     for name, port in targets:
-        for pid in _read_pids(name, port, _MARKERS[name]):
+        pids = _read_pids(name, port, _MARKERS[name])
+        for pid in pids:  # a cluster's nodes all at once: the last alone would wait for its quorum
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        for pid in pids:
             print(f"{name}: stopping pid {pid}")
             _stop_pid(pid)
         _pidfile(name, port).unlink(missing_ok=True)
@@ -221,7 +262,7 @@ def cmd_down(kafka_port: int, redis_port: int | None, local: bool) -> int:
 
 def _drop_legacy_lines(name: str, port: int) -> None:
     legacy = RUN_DIR / f"{name}.pid"
-    ports = set(_cluster_ports(port)) if name == "redis-cluster" else {port}
+    ports = _ports_of(name, port)
     with contextlib.suppress(OSError):
         kept = [ln for ln in legacy.read_text().splitlines() if _port_of(ln) not in ports]
         if kept:
@@ -230,9 +271,12 @@ def _drop_legacy_lines(name: str, port: int) -> None:
             legacy.unlink()
 
 
-def cmd_status(kafka_port: int, redis_port: int | None, redis_cluster: bool = False) -> int:
+def cmd_status(
+    kafka_port: int, redis_port: int | None, redis_cluster: bool = False, kafka_cluster: bool = False
+) -> int:
     base = redis_port or (CLUSTER_BASE_PORT if redis_cluster else 6379)
-    checks = [("kafka", [kafka_port])]
+    kafka_ports = list(range(kafka_port, kafka_port + KAFKA_CLUSTER_NODES)) if kafka_cluster else [kafka_port]
+    checks = [("kafka-cluster" if kafka_cluster else "kafka", kafka_ports)]
     checks.append(("redis-cluster", _cluster_ports(base)) if redis_cluster else ("redis", [base]))
     for name, ports in checks:
         pids = _read_pids(name, ports[0], _MARKERS[name])
@@ -265,18 +309,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redis-cluster", action="store_true", help="a Redis Cluster (3 masters + 3 replicas), not one Redis"
     )
+    parser.add_argument(
+        "--kafka-cluster",
+        action="store_true",
+        help="three Kafka nodes on --kafka-port and the next two (replication 3, min.insync.replicas 2)",
+    )
     parser.add_argument("--local", action="store_true", help="local processes even when Docker answers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "up":
-            return cmd_up(args.kafka_port, args.redis_port, args.local, args.redis_cluster)
+            return cmd_up(
+                args.kafka_port, args.redis_port, args.local, args.redis_cluster, args.kafka_cluster
+            )
         if args.command == "down":
             return cmd_down(args.kafka_port, args.redis_port, args.local)
         if args.command == "balance":
             return cmd_balance(args.redis_port)
         if args.command == "status":
-            return cmd_status(args.kafka_port, args.redis_port, args.redis_cluster)
+            return cmd_status(args.kafka_port, args.redis_port, args.redis_cluster, args.kafka_cluster)
         return cmd_ensure()
     except LauncherError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from pathlib import Path
 from compose.containers import KafkaContainer, RedisContainer
 from compose.docker_compose import docker_compose
 from compose.kafka_broker import KafkaBroker, ensure_kafka_jars
+from compose.kafka_cluster import KafkaCluster
 from compose.managed import LauncherError, free_port, port_answers
 from compose.redis_cluster import RedisCluster
 from compose.redis_server import RedisServer
@@ -48,6 +49,7 @@ class Services:
     redis_url: str | None = None
     cluster_url: str | None = None
     broker: KafkaBroker | KafkaContainer | None = None
+    kafka_cluster: KafkaCluster | None = None
     redis: RedisServer | RedisContainer | None = None
     cluster: RedisCluster | None = None
     notes: list[str] = field(default_factory=list)
@@ -93,6 +95,7 @@ def start_services(
     detached: bool = False,
     kafka_heap: tuple[str, str] | None = None,
     cluster_replicas: int = 1,
+    kafka_nodes: int = 1,
 ) -> Services:
     """Start the services asked for (see the module's doc) and return their handle.
 
@@ -101,6 +104,8 @@ def start_services(
     (``kafka-<port>``, ``redis-<port>``, ``redis-cluster-<port>``); without it a temp dir is
     used and removed at stop. `detached` services outlive this process (``up``) and are not
     stopped by `stop()`. On a failure, whatever was started is stopped before it raises.
+    `kafka_nodes=3` starts a 3-node Kafka cluster (compose/kafka_cluster.py, local processes,
+    data in ``kafka-cluster-<port>``, `kafka_port` the first of three consecutive ports).
     """
     if backend not in BACKENDS:
         raise LauncherError(f"unknown backend {backend!r}: one of {', '.join(BACKENDS)}")
@@ -128,6 +133,9 @@ def start_services(
             _compose_up(svc, want, ports, detached)
         else:
             assert root is not None
+            if want["kafka"] and kafka_nodes > 1:
+                want["kafka"] = False
+                _start_kafka_cluster(svc, ports["kafka"], root, detached)
             _start_processes(svc, want, ports, root, backend, detached, kafka_heap, cluster_replicas)
     except BaseException:
         svc.stop()
@@ -210,6 +218,19 @@ def _start_processes(
             f"redis-cluster: {len(rc.master_ports())} masters, {rc.replicas} replica(s) each, on "
             f"127.0.0.1:{','.join(map(str, rc.ports))}, started in {rc.start_seconds:.1f} s"
         )
+
+
+def _start_kafka_cluster(svc: Services, first_port: int | None, root: Path, detached: bool) -> None:
+    ensure_kafka_jars()
+    first = first_port or free_port()  # without a port: a name for its folder, free ports for the nodes
+    ports = [first, first + 1, first + 2] if first_port else None
+    kc = KafkaCluster(ports=ports, data_dir=root / f"kafka-cluster-{first}", detached=detached)
+    _start(svc, kc, detached)
+    svc.kafka_cluster, svc.bootstrap = kc, kc.bootstrap
+    svc.notes.append(
+        f"kafka-cluster: Apache Kafka {kc.version}, 3 nodes at {kc.bootstrap} (pids "
+        f"{', '.join(map(str, kc.pids.values()))}), started in {kc.start_seconds:.1f} s"
+    )
 
 
 def _where(handle: object) -> str:
