@@ -18,6 +18,7 @@ def events_consumer(s: Settings) -> AIOKafkaConsumer:
         group_id=s.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",  # an aborted transaction's events did not happen
         # Small per-partition fetches: one getmany then spans several partitions, whose
         # script calls overlap with the Python work of the others.
         max_partition_fetch_bytes=256 * 1024,

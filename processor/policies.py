@@ -190,7 +190,9 @@ class PolicyFollower:
 
     async def start(self, partitions: int, timeout_s: float = 60.0, follow: bool = True) -> None:
         """Return once every record up to the topic's current end is applied; then follow it."""
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        )
         await self._consumer.start()
         tps = [TopicPartition(self._topic, p) for p in range(partitions)]
         self._consumer.assign(tps)
