@@ -20,6 +20,16 @@ COMPACTED = {"cleanup.policy": "compact"}
 EVENTS_TOPIC_CONFIGS = {"message.timestamp.after.max.ms": "60000"}
 
 
+def replicated_configs(replication: int, configs: dict[str, str] | None = None) -> dict[str, str]:
+    """A topic's configs at `replication`: from 3 replicas on, min.insync.replicas = factor - 1, so
+    an acks=all write is on two replicas before it is acknowledged and survives one broker's
+    loss (the contract), whatever the cluster's default (Kafka's own is 1)."""
+    out = dict(configs or {})
+    if replication >= 3:
+        out.setdefault("min.insync.replicas", str(replication - 1))
+    return out
+
+
 async def ensure_topics(
     bootstrap: str,
     topics: list[str],
@@ -40,7 +50,15 @@ async def ensure_topics(
         missing = [t for t in topics if t not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(t, partitions, replication, topic_configs=configs.get(t, {})) for t in missing]
+                [
+                    NewTopic(
+                        t,
+                        partitions,
+                        replication,
+                        topic_configs=replicated_configs(replication, configs.get(t)),
+                    )
+                    for t in missing
+                ]
             )
             for topic_error in response.topic_errors:
                 name, code = topic_error[0], topic_error[1]
