@@ -33,10 +33,14 @@ _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _PARTITION = re.compile(r"[0-9]{1,9}")
 TOPICS_REFRESH_SECONDS = 2.0  # at most one full metadata read per interval
 TOPICS_MAX_AGE_SECONDS = 60.0
-# A reply waits for no more than this; a target that failed is skipped for a while, so a
-# deleted reply topic costs one short wait, not one per batch.
+# A reply waits for no more than this. A target refused for good (not authorised, too large)
+# is skipped for a while. One that is late or fails for a moment (its leader died and the
+# cluster is moving it, a deleted topic not yet seen gone) is skipped only briefly and the topic
+# list read again: a deleted topic then costs one short wait, not one per batch, and a broker's
+# death does not keep the gateway's answers away once its leaderships moved (30 s it did).
 SEND_TIMEOUT_SECONDS = 2.0
 FAILED_TARGET_SKIP_SECONDS = 30.0
+TRANSIENT_SKIP_SECONDS = 1.0
 
 ReplyRecord = tuple[str, int, bytes, bytes]  # (topic, partition, key, value)
 
@@ -105,7 +109,7 @@ class ReplySender:
             await asyncio.wait_for(self._send(replies), SEND_TIMEOUT_SECONDS)
         except (KafkaError, TimeoutError) as exc:
             self._metrics.replies.labels("failed").inc(len(replies))
-            self._forget({topic for topic, *_ in replies})
+            self._forget({topic for topic, *_ in replies}, transient=_transient(exc))
             log.warning("replies not sent: not retried", extra={"error": repr(exc), "replies": len(replies)})
 
     def _admitted(self, replies: list[ReplyRecord]) -> list[ReplyRecord]:
@@ -129,9 +133,12 @@ class ReplySender:
                 )
         return kept
 
-    def _forget(self, topics: set[str]) -> None:
-        """Skip these topics for a while and read the topic list again before using them."""
-        until = time.monotonic() + FAILED_TARGET_SKIP_SECONDS
+    def _forget(self, topics: set[str], transient: bool) -> None:
+        """Skip these topics for a while (briefly when `transient`) and read the topic list again
+        before using them."""
+        until = time.monotonic() + (TRANSIENT_SKIP_SECONDS if transient else FAILED_TARGET_SKIP_SECONDS)
+        if transient:
+            self._read_at = float("-inf")  # gone or moved: the next batch knows which at once
         for topic in topics:
             self._failed[topic] = until
             self._partitions.pop(topic, None)
@@ -162,7 +169,7 @@ class ReplySender:
             errors = [a for a in acks if isinstance(a, BaseException)]
             self._metrics.replies.labels("failed" if errors else "sent").inc(n)
             if errors:
-                self._forget({topic})
+                self._forget({topic}, transient=all(_transient(e) for e in errors))
                 log.warning("reply batch failed: not retried", extra={"error": repr(errors[0])})
 
     async def _started(self) -> AIOKafkaProducer:
@@ -182,3 +189,8 @@ class ReplySender:
         self._read_at = time.monotonic()
         cluster = await self._producer.client.fetch_all_metadata()  # all topics: creates none
         self._partitions = {t: len(cluster.partitions_for_topic(t) or ()) for t in cluster.topics()}
+
+
+def _transient(exc: BaseException) -> bool:
+    """Late, or an error Kafka calls retriable (a leader moving, a connection lost)."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, KafkaError) and exc.retriable)

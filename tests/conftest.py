@@ -32,6 +32,7 @@ from compose.containers import KAFKA_IMAGE, REDIS_IMAGE, KafkaContainer, RedisCo
 from compose.launcher import (
     KAFKA_JARS_DIR,
     KafkaBroker,
+    KafkaCluster,
     RedisCluster,
     RedisServer,
     Services,
@@ -134,6 +135,24 @@ def kafka_bootstrap(kafka_broker: KafkaBroker | KafkaContainer | None) -> str:
     if kafka_broker is None:
         return os.environ["TEST_KAFKA_BOOTSTRAP"]
     return kafka_broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaCluster]:
+    """The session's 3-node Kafka cluster (replication 3, min.insync.replicas 2), started on first
+    use, always local processes: the tests that use it stop, kill and restart its nodes."""
+    data_dir = tmp_path_factory.mktemp("kafka-cluster")
+    with start_services(redis=False, data_dir=data_dir, kafka_nodes=3) as svc:
+        cluster = svc.kafka_cluster
+        assert cluster is not None
+        say(
+            request.config,
+            f"kafka cluster: Apache Kafka {cluster.version}, 3 nodes at {cluster.bootstrap}, "
+            f"started in {cluster.start_seconds:.1f} s",
+        )
+        yield cluster
 
 
 @pytest.fixture(scope="session")
