@@ -359,6 +359,7 @@ class Processor:
 
     def _batch(self, tp, recs: list, tag: tuple[object, int]) -> PartitionBatch:
         self.metrics.batch_size.observe(len(recs))
+        self._committer.fetched(tp, recs[-1].offset)  # waits for its commit from now on
         batch = split(tp, recs, self._placement)
         batch.owner, batch.generation = tag
         return batch

@@ -39,6 +39,34 @@ class OffsetCommitter:
         self._last_start = float("-inf")
         self._flushing = False
         self._lag_gauges: dict[TopicPartition, object] = {}  # labels() costs microseconds: once
+        # Per partition: the offset after the last record fetched, and since when (the last
+        # commit that landed, or the first fetch) records fetched have waited for their commit.
+        self._fetched: dict[TopicPartition, int] = {}
+        self._waiting_since: dict[TopicPartition, float] = {}
+        self._fetched_gauges: set[TopicPartition] = set()
+
+    def fetched(self, tp: TopicPartition, last_offset: int) -> None:
+        """Records up to `last_offset` were taken from the consumer: they wait for their commit."""
+        self._fetched[tp] = last_offset + 1
+        if tp not in self._waiting_since:
+            if tp not in self._fetched_gauges:
+                gauge = self._metrics.seconds_since_commit.labels(str(tp.partition))
+                gauge.set_function(lambda tp=tp: self.seconds_since_commit(tp))
+                self._fetched_gauges.add(tp)
+            self._waiting_since[tp] = time.monotonic()
+
+    def seconds_since_commit(self, tp: TopicPartition) -> float:
+        since = self._waiting_since.get(tp)
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _landed(self, tp: TopicPartition, offset: int) -> None:
+        """A commit up to `offset` landed (or was there already): what it covers waits no more."""
+        if tp not in self._waiting_since:
+            return
+        if offset >= self._fetched.get(tp, 0):
+            del self._waiting_since[tp]
+        else:
+            self._waiting_since[tp] = time.monotonic()  # the last successful commit
 
     def published(self, tp: TopicPartition, last_offset: int) -> None:
         """The batch up to `last_offset` is decided and its verdicts acknowledged."""
@@ -53,6 +81,11 @@ class OffsetCommitter:
             self._pending.pop(tp, None)
             if self._lag_gauges.pop(tp, None) is not None:
                 self._metrics.committed_lag.remove(str(tp.partition))
+            self._fetched.pop(tp, None)
+            self._waiting_since.pop(tp, None)
+            if tp in self._fetched_gauges:
+                self._fetched_gauges.discard(tp)
+                self._metrics.seconds_since_commit.remove(str(tp.partition))
 
     def _show_lag(self, tp: TopicPartition, published: int) -> None:
         gauge = self._lag_gauges.get(tp)
@@ -115,7 +148,12 @@ class OffsetCommitter:
         """One commit; False when it failed and its offsets went back to `pending`."""
         # A repair replays offsets Kafka has committed already (repair.py): never commit backwards.
         # (One commit at a time, so `committed` holds every commit that landed before this one.)
-        offsets = {tp: m for tp, m in offsets.items() if m.offset > self._partitions.committed(tp)}
+        wanted, offsets = (
+            offsets,
+            {tp: m for tp, m in offsets.items() if m.offset > self._partitions.committed(tp)},
+        )
+        for tp in wanted.keys() - offsets.keys():
+            self._landed(tp, self._partitions.committed(tp))
         if not offsets:
             return True
         started = time.perf_counter()
@@ -124,11 +162,13 @@ class OffsetCommitter:
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on: the new owner replays these offsets and gets the stored verdicts.
             log.warning("commit refused after a rebalance", extra={"error": repr(exc)})
+            self._metrics.commit_failures.labels("rebalance").inc()
             return True
         except KafkaError as exc:
             # Kafka away for a moment: these offsets go out with the next commit.
             log.warning("commit failed; retried with the next commit", extra={"error": repr(exc)})
             self._metrics.retries.labels("commit").inc()
+            self._metrics.commit_failures.labels("retriable").inc()
             for tp, meta in offsets.items():
                 later = self._pending.get(tp)
                 if later is None or later.offset < meta.offset:
@@ -136,6 +176,7 @@ class OffsetCommitter:
             return False
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         for tp, meta in offsets.items():
+            self._landed(tp, meta.offset)
             state = self._partitions.get(tp)
             if state is not None:
                 state.committed_up_to(meta.offset)

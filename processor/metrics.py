@@ -45,6 +45,26 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.commit_failures = Counter(
+            "concurrency_commit_failures_total",
+            "Offset commits that did not land, by kind: retriable (Kafka away: retried with the next "
+            "commit) or rebalance (refused: the partition's next owner replays)",
+            ["kind"],
+            registry=r,
+        )
+        self.seconds_since_commit = Gauge(
+            "concurrency_seconds_since_commit",
+            "Per owned partition: seconds since its last successful commit while it has records "
+            "fetched and not yet committed (0 when everything fetched is committed)",
+            ["partition"],
+            registry=r,
+        )
+        self.publish_failing = Gauge(
+            "concurrency_publish_failing",
+            "1 while a batch's verdicts cannot be published and are retried (e.g. NOT_ENOUGH_REPLICAS "
+            "below min.insync.replicas): its partitions wait, nothing is committed",
+            registry=r,
+        )
         self.committed_lag = Gauge(
             "concurrency_committed_lag",
             "Offsets decided and published but not yet committed, per owned partition",

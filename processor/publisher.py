@@ -45,6 +45,9 @@ DLQ_HEADERS = frozenset(
 )
 SIZE_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError)
 MIN_DLQ_BYTES = 1024
+# Acks this late are no broker's failover (the cluster moves leaderships in seconds): the
+# partitions wait, e.g. for brokers below min.insync.replicas, and /health and a metric say so.
+STALLED_SECONDS = 15.0
 
 VerdictRecords = dict[int, list[tuple[bytes, bytes, None]]]  # verdict partition -> records
 
@@ -145,7 +148,7 @@ class VerdictPublisher:
                 futures = []
                 for target, records in verdicts.items():
                     futures += await send_in_batches(self._producer, self._verdicts_topic, target, records)
-                acks = await asyncio.gather(*letters, *futures, return_exceptions=True)
+                acks = await self._acknowledged([*letters, *futures])
                 failed = [a for a in acks if isinstance(a, BaseException)]
                 if failed:
                     if any(isinstance(a, SIZE_ERRORS) for a in acks[: len(letters)]):
@@ -156,6 +159,7 @@ class VerdictPublisher:
                     self._metrics.dlq.labels(err.code).inc()
                 if self.failing is not None:
                     log.info("publishing works again", extra={"after_attempts": attempt})
+                    self._metrics.publish_failing.set(0)
                 self.failing = None
                 return
             except KafkaError as exc:
@@ -164,6 +168,7 @@ class VerdictPublisher:
                 self._metrics.publish_errors.labels(kind).inc()
                 self._metrics.retries.labels("produce").inc()
                 self.failing = {"error": type(exc).__name__, "kind": kind, "attempts": attempt}
+                self._metrics.publish_failing.set(1)
                 log.log(
                     logging.WARNING if kind == "retriable" else logging.ERROR,
                     "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
@@ -176,6 +181,21 @@ class VerdictPublisher:
                 if old is not None:
                     with contextlib.suppress(KafkaError):
                         await old.stop()
+
+    async def _acknowledged(self, futures: list) -> list:
+        """The acks (or errors) of every send; reported as failing while they are stalled."""
+        gathered = asyncio.gather(*futures, return_exceptions=True)
+        try:
+            return await asyncio.wait_for(asyncio.shield(gathered), STALLED_SECONDS)
+        except TimeoutError:
+            if self.failing is None:
+                self.failing = {"error": "NoAcknowledgement", "kind": "waiting", "seconds": STALLED_SECONDS}
+                self._metrics.publish_failing.set(1)
+                log.warning(
+                    "verdicts not acknowledged: waiting (too few brokers in sync? min.insync.replicas)",
+                    extra={"seconds": STALLED_SECONDS},
+                )
+            return await gathered
 
     async def _send_dead_letter(self, rec, err: DecodeError, max_bytes: int) -> asyncio.Future:
         assert self._producer is not None
