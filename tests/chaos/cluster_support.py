@@ -87,6 +87,15 @@ def verdicts_resumed_s(times: dict[int, list[float]], moved_wall: float) -> floa
     return max(firsts) - moved_wall if firsts else float("inf")
 
 
+def longest_verdict_gap_s(times: dict[int, list[float]], start_wall: float, end_wall: float) -> float:
+    """The longest stretch in [start, end] (wall clock) a verdicts partition went without an append."""
+    gaps = []
+    for stamps in times.values():
+        inside = sorted(t for t in stamps if start_wall <= t <= end_wall)
+        gaps.append(max(b - a for a, b in itertools.pairwise([start_wall, *inside, end_wall])))
+    return max(gaps)
+
+
 @dataclass
 class Answer:
     at: float  # time.monotonic() the answer came
@@ -121,6 +130,13 @@ class Callers:
         for task in done:
             task.result()
         assert not pending, f"{len(pending)} callers still without a verdict after {within} s"
+
+    async def cancel(self) -> None:
+        """Stop at once (a test that failed): calls in progress are abandoned."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _caller(self, i: int) -> None:
         user = f"{self.prefix}-user-{i}"
@@ -162,6 +178,11 @@ class Callers:
         points = [since, *stamps]
         gaps = [(b - a, b) for a, b in itertools.pairwise(points)]
         return max(gaps)[1] if gaps else float("inf")
+
+    def longest_gap_s(self, start: float, end: float) -> float:
+        """The longest stretch in [start, end] without a verdict answered, in seconds."""
+        stamps = sorted(a.at for a in self.answers if a.status in VERDICT_STATUSES and start <= a.at <= end)
+        return max(b - a for a, b in itertools.pairwise([start, *stamps, end]))
 
     def p99_ms(self, start: float, end: float) -> float:
         """p99 of the attempts answered in [start, end], in ms."""
