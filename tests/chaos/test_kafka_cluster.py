@@ -156,7 +156,7 @@ async def test_leader_of_the_reply_partition_killed_under_load_answers_resume_wi
         victim = (await run.roles.leaders(run.replies))[run.gw.gateway.router.partition]
         events_led = list((await run.roles.leaders(run.flow.settings.events_topic)).values()).count(victim)
         killed, moved = await run.kill_and_wait_moved(victim)
-        await run.more(1500)
+        await run.more(900)
         await asyncio.to_thread(kafka_cluster.start_node, victim)
         stats, report = await run.settle()
         figs = await run.incident_figures(killed, moved)
@@ -172,7 +172,7 @@ async def test_group_coordinator_killed_under_load_verdicts_and_answers_resume_w
     async with incident_run(kafka_cluster, redis_url, tmp_path, seed=72) as run:
         victim = await run.roles.coordinator(run.flow.settings.consumer_group)
         killed, moved = await run.kill_and_wait_moved(victim)
-        await run.more(1500)
+        await run.more(900)
         await asyncio.to_thread(kafka_cluster.start_node, victim)
         stats, report = await run.settle()
         figs = await run.incident_figures(killed, moved)
@@ -236,8 +236,7 @@ async def test_two_brokers_down_for_20_s_under_load_wait_visibly_and_lose_nothin
             health = got[1] if got is not None and "publishError" in got[1] else health
             await asyncio.sleep(0.5)
         acked_while_down = run.load.stats.acked
-        for node in down:
-            await asyncio.to_thread(kafka_cluster.nodes[node].start)
+        await asyncio.gather(*(asyncio.to_thread(kafka_cluster.nodes[node].start) for node in down))
         await asyncio.to_thread(kafka_cluster.wait_registered, time.monotonic() + 120)
         back = time.monotonic()
         await run.more(600)
