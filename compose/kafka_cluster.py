@@ -92,10 +92,6 @@ class KafkaCluster:
         }
         self.start_seconds: float | None = None
 
-    @classmethod
-    def on_free_ports(cls, data_dir: Path | str, **kwargs) -> KafkaCluster:
-        return cls(data_dir=data_dir, **kwargs)
-
     @property
     def bootstrap(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes.values())
