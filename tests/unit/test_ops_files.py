@@ -140,6 +140,22 @@ def test_the_alerts_fire_when_their_unit_tests_say():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_every_alert_has_a_rules_test_case_where_it_fires():
+    """An alert added or renamed without a promtool case for the situation it exists for fails here."""
+    rules = yaml.safe_load(ops_queries.ALERTS.read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    cases = yaml.safe_load((ops_queries.ALERTS.parent / "alerts_test.yml").read_text())["tests"]
+    seen_firing = {
+        check["alertname"] for case in cases for check in case["alert_rule_test"] if check["exp_alerts"]
+    }
+    assert not alerts - seen_firing, (
+        f"alerts with no case in alerts_test.yml where they fire: {sorted(alerts - seen_firing)}"
+    )
+    assert not seen_firing - alerts, (
+        f"cases for alerts alerts.yml does not have: {sorted(seen_firing - alerts)}"
+    )
+
+
 def test_every_query_selects_a_metric():
     queries: list[Query] = ops_queries.all_queries()
     assert len(queries) > 40
