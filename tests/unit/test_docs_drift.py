@@ -1,5 +1,6 @@
 """Prose that states facts about the code, checked against the code: docs/architecture.md's
-module table against the files.
+module table against the files, and docs/performance.md's capacity plan against what
+bench/capacity_plan.py prints from the measured figures the page gives.
 
 A module added without its row, or a row left behind by a renamed or removed file, fails here
 with the exact rows to add or drop.
@@ -7,19 +8,24 @@ with the exact rows to add or drop.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 
 import pytest
 
+from bench.capacity_plan import Measured, format_plan, plan
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
+PERFORMANCE = ROOT / "docs" / "performance.md"
 # The packages whose every module the table must name (package plumbing aside).
 PACKAGES = ("processor", "gateway", "producer_sim")
 PLUMBING = {"__init__.py", "__main__.py"}
 _CODE = re.compile(r"`([^`]+)`")
+TIMES = "\N{MULTIPLICATION SIGN}"  # as the doc writes its products
 
 
 def module_table_rows() -> list[tuple[str, str]]:
@@ -80,3 +86,81 @@ def test_the_drift_check_reads_the_table_it_means():
     assert named["processor/config.py"] == "`processor/config.py`"
     assert named["processor/tokens.py"].startswith("`processor/verdicts.py`")  # a bare name
     assert "gateway/calls.py" in named and "tests/chaos/load.py" in named
+
+
+def capacity_section() -> str:
+    page = PERFORMANCE.read_text()
+    start = page.index("## Capacity plan")
+    end = page.find("\n## ", start + 1)
+    return page[start:] if end < 0 else page[start:end]
+
+
+def _stated(pattern: str, text: str, what: str) -> re.Match:
+    found = re.search(pattern, text)
+    assert found, f"docs/performance.md's capacity notes no longer state {what} (looked for {pattern!r})"
+    return found
+
+
+def _number(text: str) -> float:
+    return float(re.search(r"[\d,]+(?:\.\d+)?", text)[0].replace(",", ""))
+
+
+def documented_capacity_run() -> Measured:
+    """The plan's inputs as the page states them, picked as bench.capacity_plan.measured()
+    picks them from a report: the lone process of the cluster runs, the dearest Redis CPU of
+    any cluster run, the script time of the least busy one; the bytes from the notes."""
+    section = capacity_section()
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit() and int(cells[0]) > 1:
+            rows.append(cells)  # shards | processes | events/s | per process | Redis CPU | script | ...
+    assert len(rows) >= 3, "the capacity table's cluster rows are not found"
+    alone = next(r for r in rows if r[1] == "1")
+    worst = max(rows, key=lambda r: _number(r[4]))
+    quiet = min(rows, key=lambda r: _number(r[9]))
+    per_call = _stated(r"(\d+) events per script call", worst[1], "the worst run's batch size")
+    bytes_ = _stated(
+        r"([\d.]+) B per event, ([\d.]+) B per verdict, ([\d.]+)\s+verdicts per event",
+        section,
+        "the Kafka bytes",
+    )
+    per_lease = _stated(r"Memory per lease: ([\d.]+) B", section, "the bytes per lease")
+    per_user = _stated(
+        TIMES + r" ([\d.]+) B \(Redis bytes per user with state", section, "the bytes per user"
+    )
+    return Measured(
+        events_per_s_per_process=_number(alone[3]),
+        cpu_s_per_event=_number(alone[8]) / 1e6,
+        redis_usec_per_event=_number(quiet[5]),
+        redis_cpu_usec_per_event=_number(worst[4]),
+        events_per_script_call=float(per_call[1]),
+        bytes_per_lease=float(per_lease[1]),
+        bytes_per_user=float(per_user[1]),
+        event_bytes=float(bytes_[1]),
+        verdict_bytes=float(bytes_[2]),
+        verdicts_per_event=float(bytes_[3]),
+    )
+
+
+def test_the_printed_capacity_plan_in_the_doc_is_what_the_code_prints_from_the_docs_figures():
+    computed = plan(documented_capacity_run())
+    printed = format_plan(computed)
+    shown = re.search(r"```text\n(Capacity plan for .*?)\n```", capacity_section(), flags=re.S)
+    assert shown, "docs/performance.md's capacity plan has no printed plan (```text block)"
+    diff = "\n".join(
+        difflib.unified_diff(shown[1].splitlines(), printed.splitlines(), "doc", "code", lineterm="")
+    )
+    assert shown[1] == printed, f"the doc's printed plan differs from bench.capacity_plan's:\n{diff}"
+    # The steps below the block quote its results.
+    pr, rd, pa = computed["processors"], computed["redis"], computed["partitions"]
+    for figure in (
+        f"**{computed['rate']['planned_events_per_s']:,} events/s**",
+        f"**{pr['processes']} processes**",
+        f"**{pr['cpu_cores']} cores**",
+        f"**{pa['processes']} processes {TIMES} {pa['partitions_per_process']} partitions**",
+        f"**{rd['shards']} shards**",
+        f"**{pa['shards']} shards {TIMES} {pa['partitions_per_shard']} partitions**",
+        f"**Events partitions: {pa['chosen']}, created up front**",
+    ):
+        assert figure in capacity_section(), f"docs/performance.md's capacity steps do not say {figure}"
