@@ -1,6 +1,7 @@
 """Prose that states facts about the code, checked against the code: docs/architecture.md's
-module table against the files, and docs/performance.md's capacity plan against what
-bench/capacity_plan.py prints from the measured figures the page gives.
+module table against the files, docs/performance.md's capacity plan against what
+bench/capacity_plan.py prints from the measured figures the page gives, and the README's
+failover figures against the runs docs/state-repair.md reports.
 
 A module added without its row, or a row left behind by a renamed or removed file, fails here
 with the exact rows to add or drop.
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 PERFORMANCE = ROOT / "docs" / "performance.md"
+STATE_REPAIR = ROOT / "docs" / "state-repair.md"
+README = ROOT / "README.md"
 # The packages whose every module the table must name (package plumbing aside).
 PACKAGES = ("processor", "gateway", "producer_sim")
 PLUMBING = {"__init__.py", "__main__.py"}
@@ -164,3 +167,38 @@ def test_the_printed_capacity_plan_in_the_doc_is_what_the_code_prints_from_the_d
         f"**Events partitions: {pa['chosen']}, created up front**",
     ):
         assert figure in capacity_section(), f"docs/performance.md's capacity steps do not say {figure}"
+
+
+def table_columns(page: Path, header_cell: str) -> dict[str, list[str]]:
+    """The columns of the first table of `page` whose header has `header_cell`, by header."""
+    lines = page.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("|") and header_cell in line)
+    header = [c.strip() for c in lines[at].strip("|").split("|")]
+    rows = []
+    for line in lines[at + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return {name: [row[i] for row in rows] for i, name in enumerate(header)}
+
+
+def _span(values: list[float], digits: int) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def test_the_readmes_failover_figures_are_the_runs_of_the_state_repair_page():
+    runs = table_columns(STATE_REPAIR, "failover (kill to all slots served)")
+    assert len(runs["run"]) >= 5
+    failover = [_number(v) for v in runs["failover (kill to all slots served)"]]
+    repaired = [int(_number(v)) for v in runs["partitions repaired"]]
+    replayed = [int(_number(v)) for v in runs["records replayed"]]
+    repair_times = [
+        float(t) for v in runs["time to repair (loss found to state back)"] for t in re.findall(r"[\d.]+", v)
+    ]
+    said = (
+        f"failover {_span(failover, 2)} s, {min(repaired)}-{max(repaired)} partitions repaired from the log,"
+        f" {min(replayed)}-{max(replayed)} records decided again (identical verdicts)"
+        f" in {_span(repair_times, 2)} s"
+    )
+    readme = " ".join(README.read_text().split())
+    assert said in readme, f"README.md should say, as docs/state-repair.md's runs do: {said!r}"
