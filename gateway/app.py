@@ -22,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from gateway import parsing
 from gateway.auth import TokenCache, make_verifier
@@ -57,6 +58,17 @@ def _verdict(status: int, description: str) -> dict[int | str, dict[str, Any]]:
 
 
 _CALL_ERRORS = _errors(400, 401, 429, 503, 504)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: dict) -> str:
+    """Every method served at the scope's path. Starlette's 405 names the first matching route's
+    only, so a PUT on /v1/sessions said `Allow: POST` though GET is served there too."""
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def _respond(answer: Answer) -> Response:
@@ -118,10 +130,14 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
         return _respond(error(400, "bad_request", bad_request_detail(exc)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         answer = error(exc.status_code, code, str(exc.detail))
-        return Response(answer.body, exc.status_code, headers={**answer.headers, **(exc.headers or {})})
+        headers = {**answer.headers, **(exc.headers or {})}
+        if exc.status_code == 405:
+            headers.pop("Allow", None)
+            headers["allow"] = allowed_methods(app.router.routes, request.scope)
+        return Response(answer.body, exc.status_code, headers=headers)
 
     @app.post(
         "/v1/sessions",

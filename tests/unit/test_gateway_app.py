@@ -51,3 +51,24 @@ def test_the_openapi_document_has_every_route_and_says_400_where_fastapi_would_s
     ].endswith("/StartRequest")
     timeout = paths["/v1/sessions"]["post"]["responses"]["504"]["content"]["application/json"]["schema"]
     assert timeout["$ref"].endswith("/TimeoutBody")
+
+
+async def test_a_405_lists_in_allow_every_method_served_at_its_path():
+    import httpx
+
+    app = create_app(load_gateway_settings(gateway_auth_secret=SECRET))
+    served = {path: {m.upper() for m in ops} for path, ops in app.openapi()["paths"].items()}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        for path, template in [
+            ("/v1/sessions", "/v1/sessions"),  # GET and POST: Starlette named POST alone
+            ("/v1/sessions/s1", "/v1/sessions/{sessionId}"),
+            ("/v1/sessions/s1/heartbeat", "/v1/sessions/{sessionId}/heartbeat"),
+            ("/health", "/health"),
+        ]:
+            for method in {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} - served[template]:
+                answer = await http.request(method, path)
+                assert answer.status_code == 405, (method, path)
+                allow = ", ".join(sorted(served[template]))
+                assert answer.headers.get_list("allow") == [allow], (method, path)
+                assert answer.json()["error"] == "method_not_allowed"
+    assert served["/v1/sessions"] == {"GET", "POST"}
