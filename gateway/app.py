@@ -26,7 +26,7 @@ from starlette.routing import BaseRoute, Match
 
 from gateway import parsing
 from gateway.auth import TokenCache, make_verifier
-from gateway.calls import CallRoutes, bad_request_detail, too_large, unauthorized
+from gateway.calls import CallRoutes, bad_request_detail, header_too_large, too_large, unauthorized
 from gateway.models import (
     ErrorBody,
     HealthBody,
@@ -91,7 +91,8 @@ class GatewayApp(FastAPI):
 
 def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> GatewayApp:
     gw = gateway or Gateway(settings)
-    tokens = TokenCache(make_verifier(settings))
+    tokens = TokenCache(make_verifier(settings), settings.gateway_token_cache_bytes)
+    gw.metrics.watch_token_cache(tokens)
     calls = CallRoutes(gw, tokens)
 
     @asynccontextmanager
@@ -116,6 +117,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
     @app.exception_handler(parsing.Unauthorized)
     async def _unauthorized(_request: Request, exc: parsing.Unauthorized) -> Response:
         return _respond(unauthorized(exc.detail))
+
+    @app.exception_handler(parsing.HeaderTooLarge)
+    async def _header_too_large(_request: Request, exc: parsing.HeaderTooLarge) -> Response:
+        return _respond(header_too_large(exc.detail))
 
     @app.exception_handler(parsing.NotJson)
     async def _not_json(_request: Request, _exc: parsing.NotJson) -> Response:
