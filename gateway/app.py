@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
 from gateway import parsing
-from gateway.auth import TokenCache, make_verifier
+from gateway.auth import MAX_AUTHORIZATION_BYTES, TokenCache, make_verifier
 from gateway.calls import CallRoutes, bad_request_detail, header_too_large, too_large, unauthorized
 from gateway.models import (
     ErrorBody,
@@ -44,20 +44,43 @@ _WHAT = {
     "before it is read)",
     401: "missing, malformed, badly signed or expired token, or a playback token (sid claim)",
     429: "this user has GATEWAY_MAX_IN_FLIGHT_PER_USER calls waiting already: retry after Retry-After",
+    431: f"header_too_large: the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes "
+    "(refused before it is read as a token)",
     503: "not ready, or too many calls in flight: retry after Retry-After",
     504: "no verdict in time: retry with the same Idempotency-Key",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before a retry (GATEWAY_RETRY_AFTER_SECONDS)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "required": True, "schema": {"type": "string"}}},
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+    504: _RETRY_AFTER,
 }
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": TimeoutBody if s == 504 else ErrorBody, "description": _WHAT[s]} for s in statuses}
+    """The error answers: the {"error", "detail"} body (504's with its eventId) and their headers."""
+    return {
+        s: {
+            "model": TimeoutBody if s == 504 else ErrorBody,
+            "description": _WHAT[s],
+            **({"headers": _HEADERS[s]} if s in _HEADERS else {}),
+        }
+        for s in statuses
+    }
 
 
 def _verdict(status: int, description: str) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": VerdictBody, "description": description}}
 
 
-_CALL_ERRORS = _errors(400, 401, 429, 503, 504)
+_CALL_ERRORS = _errors(400, 401, 429, 431, 503, 504)
 
 
 def allowed_methods(routes: list[BaseRoute], scope: dict) -> str:
@@ -199,7 +222,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
     @app.get(
         "/v1/sessions",
         summary="the caller's active sessions, from Redis",
-        responses={200: {"model": SessionsBody, "description": "active leases"}, **_errors(401, 503)},
+        responses={200: {"model": SessionsBody, "description": "active leases"}, **_errors(401, 431, 503)},
         openapi_extra={"security": [{"bearer": []}]},
         response_class=Response,
     )
