@@ -178,9 +178,10 @@ def bearer_token(authorization: bytes) -> str:
     """The token of an `Authorization: Bearer <token>` value (latin-1, as HTTP headers are read):
     the scheme in any case, any whitespace around the token."""
     scheme, _, token = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if not token or scheme.lower() != "bearer":
         raise AuthError("send Authorization: Bearer <JWT> (another scheme was sent)")
-    return token.strip()
+    return token
 
 
 # What an entry costs beyond its strings' characters: the dict slot, the entry tuple, the Caller,
