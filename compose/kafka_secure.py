@@ -56,6 +56,7 @@ class SecureKafkaBroker(KafkaBroker):
         port: int | None = None,
         mtls_port: int | None = None,
         mismatch_port: int | None = None,
+        controller_port: int | None = None,
         data_dir: Path | str = RUN_DIR / "kafka-secure",
         jars_dir: Path | str = KAFKA_JARS_DIR,
         detached: bool = False,
@@ -67,6 +68,7 @@ class SecureKafkaBroker(KafkaBroker):
             _check_password(name, password)
         super().__init__(
             port=port,
+            controller_port=controller_port,
             data_dir=data_dir,
             jars_dir=jars_dir,
             detached=detached,

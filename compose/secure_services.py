@@ -171,7 +171,7 @@ class SecureServices:
         self.stop()
 
 
-def _write_passwords(folder: Path, service: str, users: tuple[str, ...]) -> dict[str, str]:
+def write_passwords(folder: Path, service: str, users: tuple[str, ...]) -> dict[str, str]:
     secrets_dir = folder / "secrets"
     secrets_dir.mkdir(parents=True, exist_ok=True)
     secrets_dir.chmod(0o700)
@@ -213,7 +213,7 @@ def start_secure_services(
         svc._stops.append(lambda: shutil.rmtree(folder, ignore_errors=True))
     try:
         if kafka:
-            users = _write_passwords(folder, "kafka", KAFKA_USERS)
+            users = write_passwords(folder, "kafka", KAFKA_USERS)
             broker = SecureKafkaBroker(
                 svc.pki,
                 users,
@@ -229,7 +229,7 @@ def start_secure_services(
         if redis:
             server = SecureRedisServer(
                 svc.pki,
-                _write_passwords(folder, "redis", REDIS_USERS),
+                write_passwords(folder, "redis", REDIS_USERS),
                 port=redis_port,
                 data_dir=folder / "redis-secure",
                 detached=detached,
