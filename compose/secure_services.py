@@ -28,6 +28,7 @@ from compose.kafka_acls import AclBinding, Topics, as_principal, gateway_acls, p
 from compose.kafka_admin import KafkaAdmin
 from compose.kafka_secure import ADMIN, SecureKafkaBroker
 from compose.redis_acls import USER_RULES
+from compose.redis_cluster_secure import SecureRedisCluster
 from compose.redis_secure import SecureRedisServer
 
 KAFKA_USERS = ("admin", "processor", "gateway", "processor-nowrite")
@@ -243,6 +244,17 @@ def start_secure_services(
         svc.stop()
         raise
     return svc
+
+
+def start_secure_cluster(
+    svc: SecureServices, data_dir: Path | str, timeout: float = 180.0
+) -> SecureRedisCluster:
+    """A TLS Redis Cluster (3 masters + 3 replicas, free ports) with ``svc``'s CA and Redis users
+    (the same password files); the caller stops it."""
+    passwords = {user: svc.redis_password(user) for user in REDIS_USERS}
+    cluster = SecureRedisCluster.on_free_ports(data_dir, pki=svc.pki, passwords=passwords)
+    cluster.start(timeout)
+    return cluster
 
 
 def _set_up_contract(admin: KafkaAdmin, topics: Topics, partitions: int) -> None:

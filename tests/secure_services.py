@@ -27,6 +27,12 @@ A pytest plugin (tests/conftest.py lists it in ``pytest_plugins``) with one sess
     services             compose.secure_services.SecureServices: .broker / .redis handles
                          (restart, kill) and .pki
 
+A second session fixture, ``secure_redis_cluster`` (started only when a test asks: six nodes),
+is a TLS Redis Cluster (compose.redis_cluster_secure.SecureRedisCluster: 3 masters + 3
+replicas, TLS on clients, bus and replication) with the same CA and the same Redis users and
+password files as ``secure_services``; ``.url_for(user)`` is "rediss://<user>@127.0.0.1:P/0"
+(REDIS_CLUSTER=true), ``.ports``, ``.kill_node(port)`` ... as for the plain cluster.
+
 The broker knows the users processor, gateway and processor-nowrite, but grants them nothing
 until a test does: ACLs are per test, on the test's own topics (``contract_topics``), so tests
 never share state. ACL sets: compose/kafka_acls.py (processor_acls, gateway_acls, without,
@@ -46,7 +52,14 @@ from aiokafka.helpers import create_ssl_context
 
 from compose.kafka_acls import AclBinding, Topics
 from compose.kafka_admin import KafkaAdmin
-from compose.secure_services import KAFKA_USERS, REDIS_USERS, SecureServices, start_secure_services
+from compose.redis_cluster_secure import SecureRedisCluster
+from compose.secure_services import (
+    KAFKA_USERS,
+    REDIS_USERS,
+    SecureServices,
+    start_secure_cluster,
+    start_secure_services,
+)
 
 
 class SecureAdmin:
@@ -196,3 +209,19 @@ def secure_services(
             f"in {svc.redis.start_seconds:.2f} s",
         )
         yield SecureEnv(svc, SecureAdmin(svc.admin()))
+
+
+@pytest.fixture(scope="session")
+def secure_redis_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, secure_services: SecureEnv
+) -> Iterator[SecureRedisCluster]:
+    """The session's TLS Redis Cluster (see the module docstring), stopped at the end."""
+    cluster = start_secure_cluster(secure_services.services, tmp_path_factory.mktemp("secure-cluster"))
+    try:
+        _say(
+            request.config,
+            f"secure services: TLS Redis Cluster from {cluster.url} in {cluster.start_seconds:.1f} s",
+        )
+        yield cluster
+    finally:
+        cluster.stop()

@@ -19,10 +19,13 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 from aiokafka.helpers import create_ssl_context
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from compose.kafka_acls import AclBinding, processor_acls
+from compose.redis_cluster_secure import SecureRedisCluster
 from compose.secure_services import nowrite_acls
 from tests.secure_services import SecureEnv
 
@@ -277,3 +280,31 @@ async def test_redis_refuses_the_default_user_a_wrong_password_and_plain_tcp(
     finally:
         for client in (anonymous, wrong, plain):
             await client.aclose()
+
+
+async def test_tls_redis_cluster_gives_each_user_its_rights_on_every_node(
+    secure_services: SecureEnv, secure_redis_cluster: SecureRedisCluster
+) -> None:
+    def cluster_client(user: str) -> RedisCluster:
+        return RedisCluster.from_url(
+            secure_redis_cluster.url_for(user),
+            password=secure_services.redis_password(user),
+            ssl_ca_certs=str(secure_services.ca_file),
+        )
+
+    processor, gateway = cluster_client("processor"), cluster_client("gateway")
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"sc:{{{tag}-{i}}}:k" for i in range(12)]
+    assert len({key_slot(k.encode()) for k in keys}) == len(keys)  # 12 slots: spread over the masters
+    try:
+        sha = await processor.script_load("return redis.call('SET', KEYS[1], ARGV[1])")
+        for key in keys:
+            await processor.evalsha(sha, 1, key, "v")
+        assert [await gateway.get(k) for k in keys] == [b"v"] * len(keys)
+        with pytest.raises(NoPermissionError):
+            await gateway.set(keys[0], "w")
+        with pytest.raises(NoPermissionError):
+            await processor.set(f"other:{tag}", "v")
+    finally:
+        await processor.aclose()
+        await gateway.aclose()
