@@ -27,6 +27,7 @@ from compose.certs import Pki, make_pki
 from compose.kafka_acls import AclBinding, Topics, as_principal, gateway_acls, processor_acls, without
 from compose.kafka_admin import KafkaAdmin
 from compose.kafka_secure import ADMIN, SecureKafkaBroker
+from compose.managed import LauncherError
 from compose.redis_acls import USER_RULES
 from compose.redis_cluster_secure import SecureRedisCluster
 from compose.redis_secure import SecureRedisServer
@@ -86,6 +87,31 @@ class SecureServices:
 
     def kafka_password(self, user: str) -> str:
         return self.kafka_password_file(user).read_text()
+
+    def add_kafka_user(self, name: str) -> Path:
+        """A new SCRAM user (SCRAM-SHA-512 and -256, no PLAIN) made on the running broker, with
+        a random password in its file; no ACL. Returns the password file."""
+        self._check_runtime_user(name)
+        return self.set_kafka_password(name)
+
+    def set_kafka_password(self, name: str) -> Path:
+        """A new random password for a user made by ``add_kafka_user`` (a rotation): the broker
+        takes it, then the file holds it. The users made at start cannot: their PLAIN password
+        is written in the broker's configuration."""
+        self._check_runtime_user(name)
+        password = secrets.token_hex(16)
+        self.admin().set_scram_password(name, password)
+        path = self.kafka_password_file(name)
+        path.touch(mode=0o600)
+        path.write_text(password)
+        return path
+
+    @staticmethod
+    def _check_runtime_user(name: str) -> None:
+        if name in KAFKA_USERS:
+            raise LauncherError(f"{name} is made at start (its PLAIN password is fixed): add another user")
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise LauncherError(f"Kafka user {name!r}: letters, digits, '-' and '_' only")
 
     def admin(self, mechanism: str = "SCRAM-SHA-512") -> KafkaAdmin:
         """The broker's super user (``admin``): create topics, grant and revoke ACLs (blocking)."""

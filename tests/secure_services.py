@@ -12,7 +12,8 @@ A pytest plugin (tests/conftest.py lists it in ``pytest_plugins``) with one sess
     untrusted_ca_file    a CA that signed none of them (the "untrusted certificate" case)
     client_cert_file, client_key_file    signed by ca_file, CN=processor
     kafka_password_files {"admin", "processor", "gateway", "processor-nowrite"} -> Path (the file
-                         holds the password alone, no newline); kafka_password(user) reads one
+                         holds the password alone, no newline); kafka_password(user) reads one,
+                         kafka_password_file(user) names one (also for users made by add_user)
     redis_url            "rediss://127.0.0.1:S/0" (TLS only: no plain port is open)
     redis_urls           {"processor", "gateway", "admin"} -> "rediss://<user>@127.0.0.1:S/0"
     redis_password_files {"processor", "gateway", "admin"} -> Path; redis_password(user)
@@ -24,6 +25,8 @@ A pytest plugin (tests/conftest.py lists it in ``pytest_plugins``) with one sess
                            topics = await admin.contract_topics(partitions=4)  # fresh names
                            await admin.grant(processor_acls(topics=topics))    # waits until applied
                            await admin.revoke([...])                           # waits until gone
+                           name = await admin.add_user("rotating")  # a runtime SCRAM user
+                           await admin.rotate_password(name)        # new password, file updated
     services             compose.secure_services.SecureServices: .broker / .redis handles
                          (restart, kill) and .pki
 
@@ -51,7 +54,6 @@ import pytest
 from aiokafka.helpers import create_ssl_context
 
 from compose.kafka_acls import AclBinding, Topics
-from compose.kafka_admin import KafkaAdmin
 from compose.redis_cluster_secure import SecureRedisCluster
 from compose.secure_services import (
     KAFKA_USERS,
@@ -63,10 +65,23 @@ from compose.secure_services import (
 
 
 class SecureAdmin:
-    """The super user's topics and ACLs, awaitable (the blocking client runs in a thread)."""
+    """The super user's topics, ACLs and users, awaitable (the blocking client runs in a thread)."""
 
-    def __init__(self, admin: KafkaAdmin) -> None:
-        self._admin = admin
+    def __init__(self, services: SecureServices) -> None:
+        self._services = services
+        self._admin = services.admin()
+
+    async def add_user(self, prefix: str = "user") -> str:
+        """A fresh SCRAM user (uuid-named, no ACL, no PLAIN); its password file is
+        ``kafka_password_file(name)``. Returns the name."""
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        await asyncio.to_thread(self._services.add_kafka_user, name)
+        return name
+
+    async def rotate_password(self, user: str) -> None:
+        """A new password for a user made by ``add_user``: returns once the broker refuses the old
+        one and takes the new one, which its password file then holds."""
+        await asyncio.to_thread(self._services.set_kafka_password, user)
 
     async def create_topics(
         self,
@@ -147,6 +162,9 @@ class SecureEnv:
     def kafka_password(self, user: str) -> str:
         return self.services.kafka_password(user)
 
+    def kafka_password_file(self, user: str) -> Path:
+        return self.services.kafka_password_file(user)
+
     @property
     def redis_url(self) -> str:
         return self.services.redis_url
@@ -208,7 +226,7 @@ def secure_services(
             f"in {svc.broker.start_seconds:.1f} s, TLS Redis at {svc.redis_url} "
             f"in {svc.redis.start_seconds:.2f} s",
         )
-        yield SecureEnv(svc, SecureAdmin(svc.admin()))
+        yield SecureEnv(svc, SecureAdmin(svc))
 
 
 @pytest.fixture(scope="session")

@@ -308,3 +308,44 @@ async def test_tls_redis_cluster_gives_each_user_its_rights_on_every_node(
     finally:
         await processor.aclose()
         await gateway.aclose()
+
+
+async def test_a_user_made_at_run_time_authenticates_and_a_rotated_password_replaces_the_old(
+    secure_services: SecureEnv,
+) -> None:
+    user = await secure_services.admin.add_user("rotating")
+    host, port = _host_port(secure_services.bootstrap)
+
+    async def handshake(password: str) -> None:
+        conn = await create_conn(
+            host,
+            port,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_plain_username=user,
+            sasl_plain_password=password,
+            ssl_context=create_ssl_context(cafile=str(secure_services.ca_file)),
+        )
+        conn.close()
+
+    old = secure_services.kafka_password(user)
+    await handshake(old)
+    await secure_services.admin.rotate_password(user)
+    new = secure_services.kafka_password(user)
+    assert new != old
+    await handshake(new)
+    with pytest.raises(SaslAuthenticationFailed):
+        await handshake(old)
+
+
+async def test_no_password_shows_in_the_services_logs_or_printed_settings(secure_services: SecureEnv) -> None:
+    services = secure_services.services
+    assert services.broker is not None and services.redis is not None
+    passwords = [p.read_text() for p in (services.folder / "secrets").glob("*.password")]
+    assert len(passwords) >= 7
+    logs = [services.broker.log_file, services.broker.output_log, services.redis.output_log]
+    shown = "".join(path.read_text(errors="replace") for path in logs if path.exists())
+    shown += repr(secure_services.env("processor")) + repr(secure_services.env("gateway"))
+    shown += repr(services.describe())
+    assert "SASL_SSL" in shown  # the broker's log is read, not an empty file
+    assert not [p for p in passwords if p in shown]
