@@ -218,7 +218,7 @@ def secure_services(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SecureEnv]:
     """The session's secured broker and Redis (see the module docstring), stopped at the end."""
-    with start_secure_services(tmp_path_factory.mktemp("secure-services")) as svc:
+    with start_secure_services(tmp_path_factory.mktemp("secure-services"), timeout=180) as svc:
         assert svc.broker is not None and svc.redis is not None
         _say(
             request.config,

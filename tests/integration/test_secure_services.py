@@ -29,8 +29,6 @@ from compose.redis_cluster_secure import SecureRedisCluster
 from compose.secure_services import nowrite_acls
 from tests.secure_services import SecureEnv
 
-pytestmark = pytest.mark.timeout(240)
-
 
 def _host_port(address: str) -> tuple[str, int]:
     host, port = address.rsplit(":", 1)
