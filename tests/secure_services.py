@@ -18,6 +18,7 @@ A pytest plugin (tests/conftest.py lists it in ``pytest_plugins``) with one sess
     redis_urls           {"processor", "gateway", "admin"} -> "rediss://<user>@127.0.0.1:S/0"
     redis_password_files {"processor", "gateway", "admin"} -> Path; redis_password(user)
     env(user, mechanism) the contract's settings for a component running as user (files only)
+    topic_env(topics)    EVENTS_TOPIC ... GATEWAY_CONSUMER_GROUP for the names in a Topics
     aiokafka_args(user, mechanism="SCRAM-SHA-512", bootstrap=None, cafile=None)
                          keyword arguments for AIOKafka{Producer,Consumer,AdminClient}
     admin                SecureAdmin, the broker's super user (async):
@@ -45,6 +46,7 @@ as_principal) and compose.secure_services.nowrite_acls. Redis users: compose/red
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -182,6 +184,21 @@ class SecureEnv:
 
     def env(self, user: str = "processor", mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
         return self.services.env(user, mechanism)
+
+    @staticmethod
+    def topic_env(topics: Topics) -> dict[str, str]:
+        """The settings that name ``topics`` (e.g. from ``admin.contract_topics``) for a processor
+        and a gateway: EVENTS_TOPIC ... REPLY_TOPICS (a regular expression: the name escaped)."""
+        return {
+            "EVENTS_TOPIC": topics.events,
+            "VERDICTS_TOPIC": topics.verdicts,
+            "DLQ_TOPIC": topics.dlq,
+            "POLICIES_TOPIC": topics.policies,
+            "CONSUMER_GROUP": topics.processor_group,
+            "REPLY_TOPICS": re.escape(topics.replies),
+            "GATEWAY_REPLIES_TOPIC": topics.replies,
+            "GATEWAY_CONSUMER_GROUP": topics.gateway_group,
+        }
 
     def aiokafka_args(
         self,
