@@ -60,6 +60,7 @@ from compose.redis_cluster_secure import SecureRedisCluster
 from compose.secure_services import (
     KAFKA_USERS,
     REDIS_USERS,
+    TOPIC_CONFIGS,
     SecureServices,
     start_secure_cluster,
     start_secure_services,
@@ -96,8 +97,8 @@ class SecureAdmin:
         return names
 
     async def contract_topics(self, partitions: int = 4, *, prefix: str = "sec") -> Topics:
-        """Fresh, uuid-named topics for the contract's roles (created; the policies topic compacted)
-        and fresh group names."""
+        """Fresh, uuid-named topics for the contract's roles, created with the configs the processor
+        gives them (the policies topic compacted), and fresh group names."""
         tag = uuid.uuid4().hex[:10]
         topics = Topics(
             events=f"{prefix}-{tag}.events",
@@ -111,7 +112,7 @@ class SecureAdmin:
         await self.create_topics(
             [topics.events, topics.verdicts, topics.dlq, topics.policies, topics.replies],
             partitions,
-            {topics.policies: {"cleanup.policy": "compact"}},
+            {topics.policies: TOPIC_CONFIGS["policies"], topics.events: TOPIC_CONFIGS["events"]},
         )
         return topics
 
