@@ -212,6 +212,10 @@ def write_passwords(folder: Path, service: str, users: tuple[str, ...]) -> dict[
     return passwords
 
 
+# The name of the first version, which the secure-clients branch imports (bench/secured_services.py).
+_write_passwords = write_passwords
+
+
 def start_secure_services(
     data_dir: Path | str | None = None,
     *,
