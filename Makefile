@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-system-deps: install ## make sure redis-server, the Apache Kafka jars (Java + Maven) and Prometheus (for the rules tests) are available
+system-deps: install ## make sure redis-server, chromium + chromedriver (console tests), the Apache Kafka jars (Java + Maven) and Prometheus (for the rules tests) are available
 	$(PY) -m compose.launcher ensure
 	@bash ops/prometheus-binaries.sh
 

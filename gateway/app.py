@@ -26,6 +26,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import parsing
 from gateway.auth import TokenCache, make_verifier
 from gateway.calls import CallRoutes, bad_request_detail, too_large, unauthorized
+from gateway.console.routes import console_routes
+from gateway.console.service import ConsoleService
+from gateway.console.settings import ConsoleSettings
+from gateway.console.support_auth import SupportAuth
 from gateway.models import (
     ErrorBody,
     HealthBody,
@@ -77,17 +81,25 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> GatewayApp:
+def create_app(
+    settings: GatewaySettings, gateway: Gateway | None = None, console: ConsoleSettings | None = None
+) -> GatewayApp:
     gw = gateway or Gateway(settings)
     tokens = TokenCache(make_verifier(settings))
     calls = CallRoutes(gw, tokens)
+    console = console or ConsoleSettings()
+    support = ConsoleService(settings, console, gw) if console.console_enabled else None  # /console
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         gw.start()
+        if support is not None:
+            support.start()
         try:
             yield
         finally:
+            if support is not None:
+                await support.stop()
             await gw.stop()
 
     app = GatewayApp(
@@ -99,7 +111,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
         redoc_url=None,
     )
     app.state.gateway = gw
+    app.state.console = support
     app.calls = calls
+    if support is not None:  # the support console (gateway/console/), outside the OpenAPI document
+        app.router.routes.extend(console_routes(support, SupportAuth(tokens.verifier)))
 
     @app.exception_handler(parsing.Unauthorized)
     async def _unauthorized(_request: Request, exc: parsing.Unauthorized) -> Response:
