@@ -13,8 +13,10 @@
   let token = sessionStorage.getItem(TOKEN_KEY);
   let account = null; // the userId looked up
   let clockOffset = 0; // server now - local now, for the lease countdown
-  let sessionsShown = []; // the sessions last shown, for the countdown
   let pending = null; // the session the dialog asks about
+  // What each list shows now: a refresh re-renders only what changed, so the focus (an agent
+  // tabbing to a button) and the text being read stay put.
+  const shown = { sessions: null, decisions: null, policy: null };
   const timers = [];
 
   // -- building DOM from data, as text -------------------------------------------------
@@ -125,6 +127,9 @@
   }
 
   function renderPolicy(policy) {
+    const signature = JSON.stringify(policy);
+    if (signature === shown.policy) return;
+    shown.policy = signature;
     const dl = $("account-policy");
     clear(dl);
     const classes = Object.entries(policy.deviceClasses || {}).map(([c, n]) => `${c}: ${n}`).join(", ");
@@ -139,7 +144,9 @@
   }
 
   function renderSessions(user, sessions) {
-    sessionsShown = sessions;
+    const signature = JSON.stringify([user, sessions]);
+    if (signature === shown.sessions) return;
+    shown.sessions = signature;
     $("session-count").textContent = `(${sessions.length})`;
     const body = $("sessions").tBodies[0];
     clear(body);
@@ -183,6 +190,9 @@
   }
 
   function renderDecisions(recent) {
+    const signature = JSON.stringify(recent);
+    if (signature === shown.decisions) return;
+    shown.decisions = signature;
     const list = $("decisions");
     clear(list);
     if (!recent.length) list.append(el("li", {}, "No decision in the ledger yet."));
