@@ -10,8 +10,8 @@
 - The page's forms have no named inputs and the policy allows no form action: without the
   script, a submitted form sends nothing anywhere.
 - Every answer carries a strict Content-Security-Policy (scripts and styles from this origin
-  only, nothing inline, images only from here (the icon), no frames; `frame-ancestors 'none'`), X-Frame-Options DENY,
-  nosniff, no referrer and no caching.
+  only, nothing inline, images only from here (the icon), no frames; `frame-ancestors
+  'none'`), X-Frame-Options DENY, nosniff, no referrer and no caching.
 - Every call is logged with the support principal (`support`), the action and the account.
 
 Starlette routes on the gateway's app, outside its OpenAPI document (the players' API).

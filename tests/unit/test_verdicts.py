@@ -361,8 +361,7 @@ def test_a_terminate_with_an_issuer_names_it_on_its_verdict_and_its_revoke_and_w
     event = ev("terminate", target="s-tv")
     res = [rules.TERMINATED, 1, 3, EXPIRES, NOW, ["s-tv"]]
     issued = [
-        orjson.loads(v)
-        for v in build_verdicts(event, res, TOPIC, 0, 10, SIGNER, issued_by="support:agent-7")
+        orjson.loads(v) for v in build_verdicts(event, res, TOPIC, 0, 10, SIGNER, issued_by="support:agent-7")
     ]
     assert [(v["decision"], v["issuedBy"]) for v in issued] == [
         ("allow", "support:agent-7"),
