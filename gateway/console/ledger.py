@@ -17,8 +17,8 @@ How it counts (docs/console.md says the same):
   picture is the window's, whatever the topic's length.
 - Heartbeat renewals (`renewed`, most of the traffic) change neither the picture nor an
   account's story: they are skipped on a byte test, before any JSON is parsed.
-- Recent decisions: the last `recent_per_user` verdicts of each account (token and userId
-  left out), for at most `max_users` accounts (the least recently decided go first). A
+- Recent decisions: the last `recent_per_user` verdicts of each account (token, userId
+  and eventId left out), for at most `max_users` accounts (the least recently decided go first). A
   verdict whose verdictId the account's recent list holds already is a redelivery: ignored.
 - Device classes are players' strings: the first `max_classes` classes get their own series,
   later ones are counted together as "other classes".
@@ -126,8 +126,10 @@ class LedgerIndex:
                 return False
             self._recent.move_to_end(user)
         v.pop("token", None)  # a credential of the player's: never shown, not kept
+        v.pop("eventId", None)  # not shown; the verdictId names the decision
         del v["userId"]
-        recent.append(orjson.dumps(v))
+        # A copy of exactly its size: orjson's buffer keeps kilobytes of spare room.
+        recent.append(bytes(memoryview(orjson.dumps(v))))
         if len(recent) > self.recent_per_user:
             del recent[0]
         return True
@@ -162,7 +164,7 @@ class LedgerIndex:
 
     # -- reading ------------------------------------------------------------------------
     def recent(self, user: str) -> list[dict]:
-        """The account's recent verdicts, newest first (without token and userId)."""
+        """The account's recent verdicts, newest first (without token, userId and eventId)."""
         return [orjson.loads(entry) for entry in reversed(self._recent.get(user, ()))]
 
     def last_plan(self, user: str) -> str | None:
