@@ -6,7 +6,8 @@ started three sessions through the API (one on a device named `<img src=x onerro
 and see them, the hostile name as text; a fourth start denied, its reason and advice shown;
 terminate one from the page (keyboard only), see it gone and the verdict, with issuedBy, on
 the ledger; the chart's numbers equal the ledger's; a player's token refused; the page at
-375 px wide without sideways scrolling. Throughout: no dialog opened, nothing in the browser's
+375 px wide without sideways scrolling; on a gateway whose Redis is away, the sessions said
+to be stale. Throughout: no dialog opened, nothing in the browser's
 console (a script refused by the CSP would be logged there), the token in no URL.
 
 Selenium blocks, and the gateway and processor run on this test's event loop: every browser
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -166,6 +168,12 @@ async def test_an_agent_finds_why_a_start_was_denied_and_ends_a_session_in_a_rea
             await asyncio.to_thread(see_it_at_phone_width, page)
             await asyncio.to_thread(see_the_token_in_no_url, page)
             await asyncio.to_thread(see_a_player_token_refused, page, player["Authorization"][7:])
+            with socket.socket() as sock:  # a port nothing listens on: Redis is away
+                sock.bind(("127.0.0.1", 0))
+                dead = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+            async with running_gateway(flow, redis_url=dead) as blind:
+                page.url = blind.url
+                await asyncio.to_thread(see_sessions_stale_without_redis, page, user)
         finally:
             await asyncio.to_thread(driver.quit)
 
@@ -261,3 +269,16 @@ def see_a_player_token_refused(page: Page, player_token: str) -> None:
     # The 403 itself is the one line the browser logs (a refused fetch); nothing else.
     logged = page.d.get_log("browser")
     assert [e["level"] for e in logged] == ["SEVERE"] and "403" in logged[0]["message"], logged
+
+
+def see_sessions_stale_without_redis(page: Page, user: str) -> None:
+    """A gateway whose Redis is away: the page says the sessions are stale, shows none as live."""
+    page.sign_in(support_token())
+    page.wait(lambda: page.text("principal") == f"support:{AGENT}", "signed in")
+    page.look_up(user)
+    page.wait(lambda: "STALE" in page.text("account-status"), "the sessions shown as stale")
+    assert "sessions: cannot read the sessions from Redis" in page.text("account-status")
+    assert page.sessions() == []  # nothing old shown as live (a fresh page had none to keep)
+    assert "stale" in page.d.find_element(By.ID, "sessions").get_attribute("class")
+    page.shot("console-stale")
+    page.check_quiet()
