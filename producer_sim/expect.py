@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from processor.reference_model import Decision, Expired
+from processor.wire import issued_by
 
 ADVISED_REASONS = ("limit_exceeded", "device_class_limit")
 
@@ -103,6 +104,14 @@ def expire_fields(e: Expired) -> dict[str, Any]:
         "token": None,
         "deviceClass": e.device_class,
     }
+
+
+def issuer(headers) -> str | None:
+    """The record's `issued-by` header as its verdicts must show it: a bad one is left out."""
+    try:
+        return issued_by(headers)
+    except ValueError:
+        return None
 
 
 def wants_token(d: Decision, type_: str) -> bool:

@@ -55,7 +55,8 @@ from aiokafka.structs import ConsumerRecord
 
 from processor.policies import Policy, PolicyTable
 from processor.reference_model import ReferenceModel
-from processor.wire import DecodedEvent, DecodeError, decode_event, issued_by
+from processor.wire import DecodedEvent, DecodeError, decode_event
+from producer_sim.expect import issuer
 from producer_sim.expectations import Expectations, Expected, Match
 from producer_sim.kafka_io import committed_offsets, read_policy_table, read_topic
 from producer_sim.settings import SimSettings
@@ -152,11 +153,8 @@ class Verifier:
         # An event without an eventId is named as the processor names it.
         shown = ev.event_id if ev.event_id is not None else f"{self.events_topic}/{partition}/{rec.offset}"
         timestamp = rec.timestamp if rec.timestamp > 0 else 0
-        try:
-            issuer = issued_by(rec.headers)
-        except ValueError:
-            issuer = None  # the processor leaves a bad header out of the verdicts
-        got = self.core.expect(partition, rec.offset, ev, timestamp, policy, event_id=shown, issued_by=issuer)
+        issued = issuer(rec.headers)
+        got = self.core.expect(partition, rec.offset, ev, timestamp, policy, event_id=shown, issued_by=issued)
         rep.expiries += got.new_expiries
         if got.status == "dead_letter":
             # A remembered eventId of another event: not decided but dead-lettered
