@@ -27,6 +27,10 @@ from starlette.routing import BaseRoute, Match
 from gateway import parsing
 from gateway.auth import MAX_AUTHORIZATION_BYTES, TokenCache, make_verifier
 from gateway.calls import CallRoutes, bad_request_detail, header_too_large, too_large, unauthorized
+from gateway.console.routes import console_routes
+from gateway.console.service import ConsoleService
+from gateway.console.settings import ConsoleSettings
+from gateway.console.support_auth import SupportAuth
 from gateway.models import (
     ErrorBody,
     HealthBody,
@@ -112,18 +116,26 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> GatewayApp:
+def create_app(
+    settings: GatewaySettings, gateway: Gateway | None = None, console: ConsoleSettings | None = None
+) -> GatewayApp:
     gw = gateway or Gateway(settings)
     tokens = TokenCache(make_verifier(settings), settings.gateway_token_cache_bytes)
     gw.metrics.watch_token_cache(tokens)
     calls = CallRoutes(gw, tokens)
+    console = console or ConsoleSettings()
+    support = ConsoleService(settings, console, gw) if console.console_enabled else None  # /console
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         gw.start()
+        if support is not None:
+            support.start()
         try:
             yield
         finally:
+            if support is not None:
+                await support.stop()
             await gw.stop()
 
     app = GatewayApp(
@@ -135,7 +147,10 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
         redoc_url=None,
     )
     app.state.gateway = gw
+    app.state.console = support
     app.calls = calls
+    if support is not None:  # the support console (gateway/console/), outside the OpenAPI document
+        app.router.routes.extend(console_routes(support, SupportAuth(tokens.verifier)))
 
     @app.exception_handler(parsing.Unauthorized)
     async def _unauthorized(_request: Request, exc: parsing.Unauthorized) -> Response:
