@@ -38,6 +38,7 @@ from processor.partitioning import VERDICTS_PARTITIONER, PartitionCheck, key_par
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
+from processor.readiness import liveness, readiness
 from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
 from processor.redis_client import connect
 from processor.repair import StateRepairer
@@ -234,37 +235,16 @@ class Processor:
         return time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
 
     def health(self) -> tuple[bool, dict]:
-        """Readiness: UP only while consuming partitions (claimed, so not during an assignment),
-        none halted, publishing working. A partition replaying lost Redis writes is consuming
-        (UP), and named under `repairingPartitions`."""
+        """Readiness (readiness.py)."""
         assigned = self._consumer.assignment() if self._consumer is not None else set()
-        body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
-        halted = self.partitions.halted()
-        if halted:
-            body["stateLostPartitions"] = [s.tp.partition for s in halted]
-            body["haltReasons"] = {str(s.tp.partition): s.halt_reason for s in halted}
-        repairing = self.partitions.repairing()  # repair: replaying the log, not halted
-        if repairing:
-            body["repairingPartitions"] = [s.tp.partition for s in repairing]
         failing = self._publisher.failing if self._publisher is not None else None
-        if failing is not None:
-            body["publishError"] = failing
-        ok = (
-            self._consuming
-            and not self._assigning
-            and bool(assigned)
-            and not halted
-            and not self._stalled()
-            and failing is None
+        return readiness(
+            self._consuming, self._assigning, len(assigned), self.partitions, failing, self._stalled()
         )
-        if not ok:
-            body["status"] = "DOWN"
-        return ok, body
 
     def live(self) -> tuple[bool, dict]:
-        """Liveness: the loop runs (it polls), with or without partitions."""
-        ok = self._consuming and not self._stalled()
-        return ok, {"status": "UP" if ok else "DOWN"}
+        """Liveness (readiness.py)."""
+        return liveness(self._consuming, self._stalled())
 
     # -- rebalancing --------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
