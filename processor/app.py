@@ -20,6 +20,7 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -255,8 +256,6 @@ class Processor:
             self._committer.forget(revoked)
         for tp in revoked:
             state = self.partitions.revoke(tp)
-            if state is not None and state.halt_reason is not None:
-                self.metrics.state_lost.labels(str(tp.partition)).set(0)
             if state is not None and self._repairer is not None:
                 self._repairer.forget(state)  # repair: its next owner finds the loss at its claim
             self.metrics.forget_partition(tp.partition)
@@ -325,12 +324,27 @@ class Processor:
         the first record at once."""
         assert self._consumer is not None and self._pacing is not None
         self._last_poll = time.monotonic()
-        records = await self._consumer.getmany(
-            timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
-        )
+        try:
+            records = await self._consumer.getmany(
+                timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+            )
+        except (OffsetOutOfRangeError, NoOffsetForPartitionError) as err:
+            await self._position_lost(err)
+            return []
         self._pacing.set(idle=not records)
         # Tagged now: no rebalance runs between here and getmany.
         return [self._batch(tp, recs, self._tag(tp)) for tp, recs in records.items() if recs]
+
+    async def _position_lost(self, err: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
+        """A partition's position is out of the log's range, or unknown: the claimer answers it
+        (never a silent reset), between two batches."""
+        assert self._claimer is not None
+        arg = err.args[0] if err.args else None
+        lost = arg.items() if isinstance(arg, dict) else [(arg, None)]
+        async with self._batch_lock:
+            for tp, offset in lost:
+                if isinstance(tp, TopicPartition):
+                    await self._claimer.position_lost(tp, offset)
 
     def _tag(self, tp) -> tuple[object, int]:
         """The partition state (and its generation) records fetched now belong to."""

@@ -150,7 +150,7 @@ async def test_a_recreated_events_topic_is_halted_like_lost_state_until_accepted
         ok, body = processor.health()
         assert not ok and body["stateLostPartitions"] == [0]
         assert body["haltReasons"] == {"0": "events_topic_recreated"}
-        assert processor.metrics.state_lost.labels("0")._value.get() == 1
+        assert processor.metrics.state_lost.labels("0", "events_topic_recreated")._value.get() == 1
         await asyncio.sleep(1)
         assert "new-0" not in flow.verdicts_by_event()  # not answered as a replay, not decided
         await halted.stop()
