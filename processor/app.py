@@ -240,7 +240,13 @@ class Processor:
         assigned = self._consumer.assignment() if self._consumer is not None else set()
         failing = self._publisher.failing if self._publisher is not None else None
         return readiness(
-            self._consuming, self._assigning, len(assigned), self.partitions, failing, self._stalled()
+            self._consuming,
+            self._assigning,
+            len(assigned),
+            self.partitions,
+            failing,
+            self._stalled(),
+            self._retrier.in_progress(),
         )
 
     def live(self) -> tuple[bool, dict]:

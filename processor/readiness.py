@@ -17,10 +17,12 @@ def readiness(
     partitions: Partitions,
     publish_error: dict | None,
     stalled: bool,
+    retrying: list[dict] = (),
 ) -> tuple[bool, dict]:
     """UP only while consuming partitions (claimed, so not during an assignment), none halted,
-    publishing working. A partition replaying lost Redis writes is consuming (UP), and named
-    under `repairingPartitions`."""
+    publishing working, no Redis call being retried (`retrying` names each: what, since when;
+    the loop is alive meanwhile, so liveness stays UP). A partition replaying lost Redis writes
+    is consuming (UP), and named under `repairingPartitions`."""
     body: dict = {"status": "UP", "assignedPartitions": assigned}
     halted = partitions.halted()
     if halted:
@@ -31,7 +33,9 @@ def readiness(
         body["repairingPartitions"] = [s.tp.partition for s in repairing]
     if publish_error is not None:
         body["publishError"] = publish_error
-    working = consuming and not assigning and not stalled and publish_error is None
+    if retrying:
+        body["retrying"] = list(retrying)
+    working = consuming and not assigning and not stalled and publish_error is None and not retrying
     ok = working and bool(assigned) and not halted
     if not ok:
         body["status"] = "DOWN"
