@@ -33,6 +33,7 @@ from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
 from processor.key_mismatches import KeyMismatches
+from processor.lag import LagWatch
 from processor.lease_store import LeaseStore, Rules
 from processor.metrics import Metrics
 from processor.partitioning import VERDICTS_PARTITIONER, PartitionCheck, key_partitioner
@@ -82,6 +83,7 @@ class Processor:
         self._decider: BatchDecider | None = None
         self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
+        self._lag: LagWatch | None = None
         self._verdict_partition = _no_partitions
         self._placement: PartitionCheck | None = None  # the events topic's, when checked
         self._mismatches = KeyMismatches(self.metrics, settings.event_partitioner)
@@ -186,6 +188,8 @@ class Processor:
         )
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
+        self._lag = LagWatch(self._consumer, self.partitions, self.metrics, s.lag_interval_ms / 1000)
+        self._lag.start()
         self._http = HttpServer(s.http_port, self.metrics.registry, self.health, self.live)
         await self._http.start()
         self.http_port = self._http.port
@@ -214,6 +218,8 @@ class Processor:
 
     async def close(self) -> None:
         self._consuming = False
+        if self._lag is not None:
+            await self._lag.stop()
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group, partitions move at once
         if self._publisher is not None:
@@ -328,29 +334,19 @@ class Processor:
         """The next cycle's records. While records flow, the consumer's fetches gather for up
         to GATHER_MS (FetchPacing); after a poll that found nothing it long-polls and answers
         the first record at once."""
-        assert self._consumer is not None and self._pacing is not None
+        assert self._consumer is not None and self._pacing is not None and self._claimer is not None
         self._last_poll = time.monotonic()
         try:
             records = await self._consumer.getmany(
                 timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
             )
         except (OffsetOutOfRangeError, NoOffsetForPartitionError) as err:
-            await self._position_lost(err)
+            async with self._batch_lock:  # answered between two batches, never a silent reset
+                await self._claimer.positions_lost(err)
             return []
         self._pacing.set(idle=not records)
         # Tagged now: no rebalance runs between here and getmany.
         return [self._batch(tp, recs, self._tag(tp)) for tp, recs in records.items() if recs]
-
-    async def _position_lost(self, err: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
-        """A partition's position is out of the log's range, or unknown: the claimer answers it
-        (never a silent reset), between two batches."""
-        assert self._claimer is not None
-        arg = err.args[0] if err.args else None
-        lost = arg.items() if isinstance(arg, dict) else [(arg, None)]
-        async with self._batch_lock:
-            for tp, offset in lost:
-                if isinstance(tp, TopicPartition):
-                    await self._claimer.position_lost(tp, offset)
 
     def _tag(self, tp) -> tuple[object, int]:
         """The partition state (and its generation) records fetched now belong to."""
@@ -374,7 +370,7 @@ class Processor:
         assert self._committer is not None and self._consumer is not None
         for b in batches:
             self._committer.published(b.tp, b.last_offset)
-            observe(self.metrics, b, self._consumer.highwater(b.tp))
+            observe(self.metrics, b)
             if b.dead_letters:
                 self._mismatches.observe(b.dead_letters)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)

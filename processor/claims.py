@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from processor.config import Settings
 from processor.lease_store import Claim, LeaseStore
@@ -114,6 +114,8 @@ class PartitionClaimer:
         committed = await self._consumer.committed(tp)
         if claim is None or not self._ours(state):
             return  # revoked meanwhile: the next assignment claims it for itself
+        if committed is not None:
+            state.committed_up_to(committed)  # a fact of Kafka's, halted or not (the lag reads it)
         if claim.applied is not None or committed:
             end = (await self._consumer.end_offsets([tp]))[tp]
             if (claim.applied is not None and claim.applied >= end) or (committed or 0) > end:
@@ -187,6 +189,13 @@ class PartitionClaimer:
         self.halt(state, "state_lost")
         where = {"partition": state.tp.partition, "applied": applied, "owner_applied": state.applied}
         self._log_records_gone({**where, "log_start": log_start})
+
+    async def positions_lost(self, err: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
+        """What getmany raised instead of resetting positions (see consumer.py), per partition."""
+        arg = err.args[0] if err.args else None
+        for tp, offset in arg.items() if isinstance(arg, dict) else [(arg, None)]:
+            if isinstance(tp, TopicPartition):
+                await self.position_lost(tp, offset)
 
     async def position_lost(self, tp: TopicPartition, offset: int | None) -> None:
         """The consumer met an owned partition's position out of the log's range (its start moved
