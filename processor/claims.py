@@ -5,8 +5,11 @@ Kafka committed (or than a running owner applied) means Redis lost its last writ
 failover, an AOF restart): the partition replays its log from Redis's applied offset
 (repair.py). What cannot be replayed halts the partition until an operator accepts it
 (ACCEPT_STATE_LOSS=true): Redis holding no state at all for a partition with committed
-offsets (wiped), the records to replay gone from the log, or Redis knowing offsets beyond
-the end of the log (the topic was recreated: its new records would be answered as replays).
+offsets (wiped; Redis that kept the epoch but no decision is replayed from offset 0), the
+records to replay gone from the log (at the claim, or a position that later fell below the
+log start), or Redis knowing offsets beyond the end of the log (the topic was recreated: its
+new records would be answered as replays). A claim that fails at any step halts as
+`claim_failed` and is retried whole; every halt pauses its partition and shows in one gauge.
 """
 
 from __future__ import annotations
