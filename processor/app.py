@@ -96,6 +96,7 @@ class Processor:
         self._consuming = False
         self._assigning = False  # in the assignment callback: new partitions paused until claimed
         self._last_poll = 0.0
+        self._in_cycle: tuple[str, float] | None = None  # (step, wall clock when it began), /health
         self._cycle = CyclePolicy(
             settings.gather_ms,
             settings.gather_bytes,
@@ -253,6 +254,7 @@ class Processor:
             failing,
             self._stalled(),
             self._retrier.in_progress(),
+            self._in_cycle,
         )
 
     def live(self) -> tuple[bool, dict]:
@@ -365,8 +367,13 @@ class Processor:
         work = [b for b in batches if self._decider.ready(b)]
         if not work:
             return
-        batches = await self._decider.decide_all(work)  # one Redis round trip for all
-        await self._publish(batches)
+        self._in_cycle = ("decide", time.time())
+        try:
+            batches = await self._decider.decide_all(work)  # one Redis round trip for all
+            self._in_cycle = ("publish", time.time())
+            await self._publish(batches)
+        finally:
+            self._in_cycle = None
         assert self._committer is not None and self._consumer is not None
         for b in batches:
             self._committer.published(b.tp, b.last_offset)
