@@ -21,7 +21,6 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from processor.batches import PartitionBatch, observe, split
@@ -284,25 +283,13 @@ class Processor:
         try:
             for tp in sorted(assigned):
                 await self._claimer.take_or_retry(self.partitions.assign(tp))
-            self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
+            claimed = [tp for tp in assigned if self.partitions.epoch(tp) is not None]
+            self._consumer.resume(*claimed)
             self.metrics.assigned.set(len(assigned))
-            await self._show_active_leases(tp for tp in assigned if self.partitions.epoch(tp) is not None)
+            await self._claimer.show_active_leases(claimed)
         finally:
             self._assigning = False
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
-
-    async def _show_active_leases(self, claimed) -> None:
-        """The ledger's counts of newly owned partitions, before their first batch (an idle
-        partition keeps its leases); each batch's reply updates them."""
-        assert self._store is not None
-        for tp in claimed:
-            try:
-                counts = await self._store.active_lease_counts(tp.partition)
-            except (redis_errors.RedisError, OSError) as err:
-                where = {"partition": tp.partition, "error": str(err)}
-                log.warning("reading lease counts failed", extra=where)
-                continue
-            self.metrics.set_active_leases(tp.partition, counts)
 
     # -- the loop -----------------------------------------------------------------------
     async def consume_until_stopped(self) -> None:

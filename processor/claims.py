@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
+from redis import exceptions as redis_errors
 
 from processor.config import Settings
 from processor.lease_store import Claim, LeaseStore
@@ -181,6 +182,18 @@ class PartitionClaimer:
         state.claimed(claim.epoch, -1 if committed is None else committed)
         self._metrics.show_halt(state.tp.partition, None)
         return True
+
+    async def show_active_leases(self, claimed) -> None:
+        """The ledger's counts of newly owned partitions, before their first batch (an idle
+        partition keeps its leases); each batch's reply updates them."""
+        for tp in claimed:
+            try:
+                counts = await self._store.active_lease_counts(tp.partition)
+            except (redis_errors.RedisError, OSError) as err:
+                where = {"partition": tp.partition, "error": str(err)}
+                log.warning("reading lease counts failed", extra=where)
+                continue
+            self._metrics.set_active_leases(tp.partition, counts)
 
     async def repair_or_halt(self, state: PartitionState, applied: int) -> None:
         """Redis's applied offset went below what this owner applied (the script's BEHIND):
