@@ -134,8 +134,8 @@ def _add_replies(b: PartitionBatch, rec, key: bytes, values: list[bytes]) -> Non
         b.replies += [(*reply, key, value) for value in values]
 
 
-def observe(metrics: Metrics, b: PartitionBatch, highwater: int | None) -> None:
-    """Count a published batch's decisions, revokes and the partition's lag."""
+def observe(metrics: Metrics, b: PartitionBatch) -> None:
+    """Count a published batch's decisions, revokes and expiries (the lag is lag.py's)."""
     # Count per (type, code) first: a labelled metric costs microseconds per call.
     counts = Counter((ev.type, r.code) for (_o, _t, ev), r in zip(b.events, b.results or (), strict=True))
     for (kind, code), n in counts.items():
@@ -153,5 +153,3 @@ def observe(metrics: Metrics, b: PartitionBatch, highwater: int | None) -> None:
     leases = getattr(b.results, "leases", None)  # the script's ledger counts after the batch
     if leases is not None:
         metrics.set_active_leases(b.tp.partition, leases)
-    if highwater is not None:
-        metrics.lag.labels(str(b.tp.partition)).set(max(0, highwater - b.last_offset - 1))

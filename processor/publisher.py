@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +24,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from processor.kafka_batches import send_in_batches
 from processor.metrics import Metrics
 from processor.partitioning import PartitionMismatch
+from processor.retrying import utc_iso
 from processor.wire import DecodeError
 
 log = logging.getLogger("processor")
@@ -163,7 +165,9 @@ class VerdictPublisher:
                 kind = classify(exc)
                 self._metrics.publish_errors.labels(kind).inc()
                 self._metrics.retries.labels("produce").inc()
-                self.failing = {"error": type(exc).__name__, "kind": kind, "attempts": attempt}
+                since = self.failing["since"] if self.failing is not None else utc_iso(time.time())
+                error = type(exc).__name__
+                self.failing = {"error": error, "kind": kind, "attempts": attempt, "since": since}
                 log.log(
                     logging.WARNING if kind == "retriable" else logging.ERROR,
                     "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
