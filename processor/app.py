@@ -20,7 +20,7 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from redis import exceptions as redis_errors
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from redis.asyncio import Redis
 
 from processor.batches import PartitionBatch, observe, split
@@ -32,12 +32,14 @@ from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
 from processor.key_mismatches import KeyMismatches
+from processor.lag import LagWatch
 from processor.lease_store import LeaseStore, Rules
 from processor.metrics import Metrics
 from processor.partitioning import VERDICTS_PARTITIONER, PartitionCheck, key_partitioner
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
+from processor.readiness import liveness, readiness
 from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
 from processor.redis_client import connect
 from processor.repair import StateRepairer
@@ -80,6 +82,7 @@ class Processor:
         self._decider: BatchDecider | None = None
         self.policies: PolicyFollower | None = None
         self._http: HttpServer | None = None
+        self._lag: LagWatch | None = None
         self._verdict_partition = _no_partitions
         self._placement: PartitionCheck | None = None  # the events topic's, when checked
         self._mismatches = KeyMismatches(self.metrics, settings.event_partitioner)
@@ -92,6 +95,7 @@ class Processor:
         self._consuming = False
         self._assigning = False  # in the assignment callback: new partitions paused until claimed
         self._last_poll = 0.0
+        self._in_cycle: tuple[str, float] | None = None  # (step, wall clock when it began), /health
         self._cycle = CyclePolicy(
             settings.gather_ms,
             settings.gather_bytes,
@@ -184,6 +188,8 @@ class Processor:
         )
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
+        self._lag = LagWatch(self._consumer, self.partitions, self.metrics, s.lag_interval_ms / 1000)
+        self._lag.start()
         self._http = HttpServer(s.http_port, self.metrics.registry, self.health, self.live)
         await self._http.start()
         self.http_port = self._http.port
@@ -212,6 +218,8 @@ class Processor:
 
     async def close(self) -> None:
         self._consuming = False
+        if self._lag is not None:
+            await self._lag.stop()
         if self._consumer is not None:
             await self._consumer.stop()  # leaves the group, partitions move at once
         if self._publisher is not None:
@@ -234,37 +242,23 @@ class Processor:
         return time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
 
     def health(self) -> tuple[bool, dict]:
-        """Readiness: UP only while consuming partitions (claimed, so not during an assignment),
-        none halted, publishing working. A partition replaying lost Redis writes is consuming
-        (UP), and named under `repairingPartitions`."""
+        """Readiness (readiness.py)."""
         assigned = self._consumer.assignment() if self._consumer is not None else set()
-        body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
-        halted = self.partitions.halted()
-        if halted:
-            body["stateLostPartitions"] = [s.tp.partition for s in halted]
-            body["haltReasons"] = {str(s.tp.partition): s.halt_reason for s in halted}
-        repairing = self.partitions.repairing()  # repair: replaying the log, not halted
-        if repairing:
-            body["repairingPartitions"] = [s.tp.partition for s in repairing]
         failing = self._publisher.failing if self._publisher is not None else None
-        if failing is not None:
-            body["publishError"] = failing
-        ok = (
-            self._consuming
-            and not self._assigning
-            and bool(assigned)
-            and not halted
-            and not self._stalled()
-            and failing is None
+        return readiness(
+            self._consuming,
+            self._assigning,
+            len(assigned),
+            self.partitions,
+            failing,
+            self._stalled(),
+            self._retrier.in_progress(),
+            self._in_cycle,
         )
-        if not ok:
-            body["status"] = "DOWN"
-        return ok, body
 
     def live(self) -> tuple[bool, dict]:
-        """Liveness: the loop runs (it polls), with or without partitions."""
-        ok = self._consuming and not self._stalled()
-        return ok, {"status": "UP" if ok else "DOWN"}
+        """Liveness (readiness.py)."""
+        return liveness(self._consuming, self._stalled())
 
     # -- rebalancing --------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -275,8 +269,6 @@ class Processor:
             self._committer.forget(revoked)
         for tp in revoked:
             state = self.partitions.revoke(tp)
-            if state is not None and state.halt_reason is not None:
-                self.metrics.state_lost.labels(str(tp.partition)).set(0)
             if state is not None and self._repairer is not None:
                 self._repairer.forget(state)  # repair: its next owner finds the loss at its claim
             self.metrics.forget_partition(tp.partition)
@@ -291,25 +283,13 @@ class Processor:
         try:
             for tp in sorted(assigned):
                 await self._claimer.take_or_retry(self.partitions.assign(tp))
-            self._consumer.resume(*(tp for tp in assigned if self.partitions.epoch(tp) is not None))
+            claimed = [tp for tp in assigned if self.partitions.epoch(tp) is not None]
+            self._consumer.resume(*claimed)
             self.metrics.assigned.set(len(assigned))
-            await self._show_active_leases(tp for tp in assigned if self.partitions.epoch(tp) is not None)
+            await self._claimer.show_active_leases(claimed)
         finally:
             self._assigning = False
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in assigned)})
-
-    async def _show_active_leases(self, claimed) -> None:
-        """The ledger's counts of newly owned partitions, before their first batch (an idle
-        partition keeps its leases); each batch's reply updates them."""
-        assert self._store is not None
-        for tp in claimed:
-            try:
-                counts = await self._store.active_lease_counts(tp.partition)
-            except (redis_errors.RedisError, OSError) as err:
-                where = {"partition": tp.partition, "error": str(err)}
-                log.warning("reading lease counts failed", extra=where)
-                continue
-            self.metrics.set_active_leases(tp.partition, counts)
 
     # -- the loop -----------------------------------------------------------------------
     async def consume_until_stopped(self) -> None:
@@ -343,11 +323,16 @@ class Processor:
         """The next cycle's records. While records flow, the consumer's fetches gather for up
         to GATHER_MS (FetchPacing); after a poll that found nothing it long-polls and answers
         the first record at once."""
-        assert self._consumer is not None and self._pacing is not None
+        assert self._consumer is not None and self._pacing is not None and self._claimer is not None
         self._last_poll = time.monotonic()
-        records = await self._consumer.getmany(
-            timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
-        )
+        try:
+            records = await self._consumer.getmany(
+                timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+            )
+        except (OffsetOutOfRangeError, NoOffsetForPartitionError) as err:
+            async with self._batch_lock:  # answered between two batches, never a silent reset
+                await self._claimer.positions_lost(err)
+            return []
         self._pacing.set(idle=not records)
         # Tagged now: no rebalance runs between here and getmany.
         return [self._batch(tp, recs, self._tag(tp)) for tp, recs in records.items() if recs]
@@ -370,12 +355,17 @@ class Processor:
         work = [b for b in batches if self._decider.ready(b)]
         if not work:
             return
-        batches = await self._decider.decide_all(work)  # one Redis round trip for all
-        await self._publish(batches)
+        self._in_cycle = ("decide", time.time())
+        try:
+            batches = await self._decider.decide_all(work)  # one Redis round trip for all
+            self._in_cycle = ("publish", time.time())
+            await self._publish(batches)
+        finally:
+            self._in_cycle = None
         assert self._committer is not None and self._consumer is not None
         for b in batches:
             self._committer.published(b.tp, b.last_offset)
-            observe(self.metrics, b, self._consumer.highwater(b.tp))
+            observe(self.metrics, b)
             if b.dead_letters:
                 self._mismatches.observe(b.dead_letters)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)

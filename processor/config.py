@@ -77,6 +77,9 @@ class Settings(CommonSettings):
     # offsets trail the verdicts by at most this plus a round trip.
     commit_interval_ms: int = Field(200, ge=0, le=60_000)
     fetch_timeout_ms: int = Field(1000, ge=1)
+    # How often the consumer lag of every owned partition is refreshed (lag.py): a paused one
+    # costs one ListOffsets request per refresh, the others nothing.
+    lag_interval_ms: int = Field(5000, ge=100, le=300_000)
     # The idle long poll: the broker holds a fetch that finds nothing this long (short polls
     # cost CPU when idle); the first record that arrives is answered at once.
     fetch_max_wait_ms: int = Field(500, ge=1)

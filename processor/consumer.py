@@ -17,7 +17,10 @@ def events_consumer(s: Settings) -> AIOKafkaConsumer:
         bootstrap_servers=s.kafka_bootstrap_servers,
         group_id=s.consumer_group,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        # Never a silent reset: a position out of the log's range raises (OffsetOutOfRangeError,
+        # the claimer's position_lost: the "records gone" halt), and a partition with no committed
+        # offset is started at its earliest retained record by its claim.
+        auto_offset_reset="none",
         isolation_level="read_committed",  # an aborted transaction's events did not happen
         # Small per-partition fetches: one getmany then spans several partitions, whose
         # script calls overlap with the Python work of the others.

@@ -39,6 +39,7 @@ class PartitionCountChanged(RuntimeError):
 class Claim:
     epoch: int
     applied: int | None  # last offset applied in Redis, None when Redis knows nothing of it
+    wiped: bool = False  # an earlier claim found the state gone and halted (mark_wiped)
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,13 @@ class LeaseStore:
 
     async def claim(self, partition: int) -> Claim:
         self._next_due.pop(partition, None)
-        epoch, applied = await self._claim(keys=[self.partition_key(partition)])
-        return Claim(int(epoch), None if applied is None else int(applied))
+        epoch, applied, wiped = await self._claim(keys=[self.partition_key(partition)])
+        return Claim(int(epoch), None if applied is None else int(applied), wiped is not None)
+
+    async def mark_wiped(self, partition: int) -> None:
+        """Remember that the partition's state was found gone: the epoch its halted claim took
+        must not read, at the next claim, as an owner's whose first writes were lost."""
+        await self.redis.hset(self.partition_key(partition), "wiped", 1)
 
     async def accept_state_loss(self, partition: int, epoch: int, last_applied: int) -> None:
         reply = await self._accept(keys=[self.partition_key(partition)], args=[epoch, last_applied])

@@ -72,14 +72,22 @@ class Metrics:
             registry=r,
         )
         self.lag = Gauge(
-            "concurrency_consumer_lag", "Records behind the end of the partition", ["partition"], registry=r
-        )
-        self.state_lost = Gauge(
-            "concurrency_state_lost",
-            "1 while a partition is halted because Redis lost its state",
+            "concurrency_consumer_lag",
+            "Records between the committed offset and the end of an owned partition, refreshed on a "
+            "timer (grows while nothing is decided)",
             ["partition"],
             registry=r,
         )
+        # The one gauge of halted partitions, whatever the reason (its name predates the other
+        # reasons; alerts and dashboards read it by partition).
+        self.state_lost = Gauge(
+            "concurrency_state_lost",
+            "1 while a partition is halted (paused, not decided), by reason: state_lost, "
+            "events_topic_recreated, claim_failed",
+            ["partition", "reason"],
+            registry=r,
+        )
+        self._halt_reasons: dict[str, str] = {}
         self.state_repairs = Counter(
             "concurrency_state_repairs_total",
             "Times a partition's Redis state was found behind and replayed from the log",
@@ -147,9 +155,20 @@ class Metrics:
             self.active_leases_by_class.labels(p, device_class).set(n)
             known.add(device_class)
 
-    def forget_partition(self, partition: int) -> None:
-        """A revoked partition's counts and lag are its new owner's to show."""
+    def show_halt(self, partition: int, reason: str | None) -> None:
+        """One series per halted partition, labelled with its reason; none once it is not halted."""
         p = str(partition)
+        shown = self._halt_reasons.pop(p, None)
+        if shown is not None and shown != reason:
+            self.state_lost.remove(p, shown)
+        if reason is not None:
+            self.state_lost.labels(p, reason).set(1)
+            self._halt_reasons[p] = reason
+
+    def forget_partition(self, partition: int) -> None:
+        """A revoked partition's counts, lag and halt are its new owner's to show."""
+        p = str(partition)
+        self.show_halt(partition, None)
         with contextlib.suppress(KeyError):  # never set: nothing was consumed here
             self.lag.remove(p)
         for device_class in self._lease_classes.pop(p, ()):

@@ -176,6 +176,15 @@ def _as_json(p: Policy) -> dict:
     return out
 
 
+def whole_topic_reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A consumer without a group or commits, for reading topics whole by assignment (the
+    policies here; the verdicts topic in the gateway's support console)."""
+    # read_committed: a policy written in an aborted transaction was never set.
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+
+
 class PolicyFollower:
     """Reads the whole policies topic into a PolicyTable, then follows it in the background."""
 
@@ -190,9 +199,7 @@ class PolicyFollower:
 
     async def start(self, partitions: int, timeout_s: float = 60.0, follow: bool = True) -> None:
         """Return once every record up to the topic's current end is applied; then follow it."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-        )
+        self._consumer = whole_topic_reader(self._bootstrap)
         await self._consumer.start()
         tps = [TopicPartition(self._topic, p) for p in range(partitions)]
         self._consumer.assign(tps)

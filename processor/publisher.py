@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
@@ -23,6 +24,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from processor.kafka_batches import send_in_batches
 from processor.metrics import Metrics
 from processor.partitioning import PartitionMismatch
+from processor.retrying import utc_iso
 from processor.wire import DecodeError
 
 log = logging.getLogger("processor")
@@ -167,7 +169,9 @@ class VerdictPublisher:
                 kind = classify(exc)
                 self._metrics.publish_errors.labels(kind).inc()
                 self._metrics.retries.labels("produce").inc()
-                self.failing = {"error": type(exc).__name__, "kind": kind, "attempts": attempt}
+                since = self.failing["since"] if self.failing is not None else utc_iso(time.time())
+                error = type(exc).__name__
+                self.failing = {"error": error, "kind": kind, "attempts": attempt, "since": since}
                 self._metrics.publish_failing.set(1)
                 log.log(
                     logging.WARNING if kind == "retriable" else logging.ERROR,
@@ -189,7 +193,13 @@ class VerdictPublisher:
             return await asyncio.wait_for(asyncio.shield(gathered), STALLED_SECONDS)
         except TimeoutError:
             if self.failing is None:
-                self.failing = {"error": "NoAcknowledgement", "kind": "waiting", "seconds": STALLED_SECONDS}
+                since = utc_iso(time.time() - STALLED_SECONDS)
+                self.failing = {
+                    "error": "NoAcknowledgement",
+                    "kind": "waiting",
+                    "attempts": 0,
+                    "since": since,
+                }
                 self._metrics.publish_failing.set(1)
                 log.warning(
                     "verdicts not acknowledged: waiting (too few brokers in sync? min.insync.replicas)",

@@ -8,4 +8,5 @@
 local current = redis.call('HGET', KEYS[1], 'epoch')
 if current ~= ARGV[1] then return 'FENCED:' .. tostring(current) end
 redis.call('HSET', KEYS[1], 'applied', ARGV[2])
+redis.call('HDEL', KEYS[1], 'wiped')
 return 1

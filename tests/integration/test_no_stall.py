@@ -150,7 +150,7 @@ async def test_a_recreated_events_topic_is_halted_like_lost_state_until_accepted
         ok, body = processor.health()
         assert not ok and body["stateLostPartitions"] == [0]
         assert body["haltReasons"] == {"0": "events_topic_recreated"}
-        assert processor.metrics.state_lost.labels("0")._value.get() == 1
+        assert processor.metrics.state_lost.labels("0", "events_topic_recreated")._value.get() == 1
         await asyncio.sleep(1)
         assert "new-0" not in flow.verdicts_by_event()  # not answered as a replay, not decided
         await halted.stop()
@@ -193,3 +193,31 @@ async def test_a_claim_that_fails_mid_rebalance_halts_the_partition_and_is_retri
         )
         assert calls["n"] == 2
         assert running.processor.health()[0]
+
+
+async def test_a_publish_that_cannot_complete_turns_readiness_down_naming_it(flow: Flow):
+    # The verdicts topic is gone: the producer waits for its metadata inside aiokafka until its
+    # request timeout (40 s) before the publisher sees an error; readiness must not say UP
+    # meanwhile (a broker away, or NOT_ENOUGH_REPLICAS retried by the producer, look the same).
+    [running] = flow._running
+    processor = running.processor
+    s = flow.settings
+    admin = AIOKafkaAdminClient(bootstrap_servers=flow.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([s.verdicts_topic])
+        await wait_until(lambda: _gone(admin, s.verdicts_topic), 30, what="verdicts topic deleted")
+        await flow.send("start", "u1", "s1", at=0, event_id="while-unpublishable")
+
+        def down_naming_the_publish() -> dict | None:
+            ok, body = processor.health()
+            return body if not ok and body.get("stuck", {}).get("what") == "publish" else None
+
+        body = await wait_until(down_naming_the_publish, 25, interval=0.2, what="/health naming the publish")
+        assert body["stuck"]["since"].endswith("Z")
+        assert processor.live()[0]  # the loop is alive: not restarted
+        result = await admin.create_topics([NewTopic(s.verdicts_topic, s.topic_partitions, 1)])
+        assert result.topic_errors[0][1] == 0
+        await wait_until(lambda: processor.health()[0], 120, what="/health UP again")
+    finally:
+        await admin.close()

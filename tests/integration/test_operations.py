@@ -110,7 +110,7 @@ async def test_lost_redis_state_halts_the_partition_until_an_operator_accepts_it
         status, body = await get(processor.http_port, "/health")
         assert status == 503 and '"stateLostPartitions": [0]' in body
         _, metrics = await get(processor.http_port, "/metrics")
-        assert 'concurrency_state_lost{partition="0"} 1.0' in metrics
+        assert 'concurrency_state_lost{partition="0",reason="state_lost"} 1.0' in metrics
         await flow.send("start", lost_user, "s-extra", at=100, event_id="while-halted")
         await flow.send("start", healthy_user, "s1", at=101, event_id="healthy-1")
         await flow.wait_verdicts(5)  # the healthy partition goes on ...

@@ -212,6 +212,64 @@ async def test_lost_writes_whose_records_were_deleted_from_the_log_halt_until_ac
         assert verdict["activeStreams"] == 2
 
 
+async def keep_only_the_epoch(redis, flow: Flow, partition: int) -> None:
+    """Redis as a failover leaves it when only the partition's first writes were lost: the
+    epoch its owner claimed, none of its decisions."""
+    tag = f"sc:{{{flow.settings.events_topic}:{partition}}}"
+    epoch = await redis.hget(f"{tag}:p", "epoch")
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(*[key async for key in redis.scan_iter(match=f"{tag}*")])
+        pipe.hset(f"{tag}:p", "epoch", epoch)
+        await pipe.execute()
+
+
+async def test_a_claim_that_finds_the_epoch_but_no_decision_replays_from_offset_zero(
+    flow_factory, redis_client
+):
+    [user] = users_on(0, 2, 1)
+    async with flow_factory(partitions=2) as flow:
+        running = await flow.start_processor()
+        for i in range(3):
+            await flow.send("start", user, f"s{i}", at=i, event_id=f"e{i}")
+        await flow.wait_events("e0", "e1", "e2")
+        await running.stop()
+        window = verdict_ids(flow)
+        await keep_only_the_epoch(redis_client, flow, 0)
+
+        running = await flow.start_processor()
+        processor = running.processor
+        await flow.send("stop", user, "s0", at=10, event_id="e3")
+        await flow.wait_events("e3")
+        await wait_until(lambda: not processor.partitions.repairing(), what="the repair to end")
+        assert processor.halted_partitions == []
+        assert_replayed_identical(flow, window)  # e0..e2 again, from offset 0
+        assert processor.metrics.state_repair_records._value.get() == 3
+        [e3] = flow.verdicts_by_event()["e3"]
+        assert e3["reason"] == "stopped" and e3["activeStreams"] == 2  # the rebuilt leases
+
+
+async def test_a_running_owner_whose_first_writes_were_lost_replays_from_offset_zero(
+    flow_factory, redis_client
+):
+    [user] = users_on(0, 2, 1)
+    async with flow_factory(partitions=2) as flow:
+        running = await flow.start_processor()
+        processor = running.processor
+        for i in range(2):
+            await flow.send("start", user, f"s{i}", at=i, event_id=f"e{i}")
+        await flow.wait_events("e0", "e1")
+        window = verdict_ids(flow)
+        await keep_only_the_epoch(redis_client, flow, 0)  # the script answers BEHIND:-1
+
+        await flow.send("start", user, "s2", at=10, event_id="e2")
+        await flow.wait_events("e2")
+        await wait_until(lambda: not processor.partitions.repairing(), what="the repair to end")
+        assert processor.halted_partitions == []
+        assert_replayed_identical(flow, window)
+        [e2] = flow.verdicts_by_event()["e2"]
+        assert e2["reason"] == "started" and e2["activeStreams"] == 3
+
+
 async def _committed(flow: Flow, partition: int) -> int:
     from producer_sim.verifier import committed_offsets
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+import re
 import time
 import uuid
 
@@ -9,7 +12,7 @@ import jwt
 import pytest
 
 from gateway.app import create_app
-from gateway.auth import AuthError, TokenCache, make_verifier
+from gateway.auth import ENTRY_OVERHEAD_BYTES, AuthError, TokenCache, make_verifier
 from gateway.events import event_id, new_session_id
 from gateway.settings import load_gateway_settings
 
@@ -20,8 +23,8 @@ def header(claims: dict, secret: str = SECRET) -> bytes:
     return b"Bearer " + jwt.encode(claims, secret, algorithm="HS256").encode()
 
 
-def cache(size: int = 65_536) -> TokenCache:
-    return TokenCache(make_verifier(load_gateway_settings(gateway_auth_secret=SECRET)), size)
+def cache(max_bytes: int = 16 * 1024 * 1024) -> TokenCache:
+    return TokenCache(make_verifier(load_gateway_settings(gateway_auth_secret=SECRET)), max_bytes)
 
 
 def test_a_cached_token_answers_its_caller_until_its_exp_and_is_refused_after(monkeypatch):
@@ -38,8 +41,9 @@ def test_a_cached_token_answers_its_caller_until_its_exp_and_is_refused_after(mo
 
 
 def test_refused_tokens_are_never_remembered_and_the_cache_keeps_its_bound():
-    tokens = cache(size=3)
     exp = int(time.time()) + 60
+    entry = ENTRY_OVERHEAD_BYTES + len(header({"sub": "u0", "exp": exp})) - len("Bearer ") + 4 * len("u0")
+    tokens = cache(max_bytes=3 * entry)  # three of these tokens' entries
     bad = header({"sub": "u1", "exp": exp}, secret="another-secret-" * 3)
     for _ in range(2):
         with pytest.raises(AuthError, match="signature"):
@@ -87,6 +91,11 @@ def test_random_ids_are_a_canonical_uuid4_and_128_random_bits():
         sid = new_session_id("u1", None)
         parsed = uuid.UUID(sid)
         assert str(parsed) == sid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    eid = event_id("u1", "start", "s1", None, None)
-    assert eid.startswith("gw-") and len(eid) == 35 and int(eid[3:], 16) >= 0
-    assert len({event_id("u1", "start", "s1", None, None) for _ in range(1000)}) == 1000
+    eids = [event_id("u1", "start", "s1", None, None) for _ in range(1000)]
+    assert all(re.fullmatch(r"gw-[0-9a-f]{32}", eid) for eid in eids), eids[0]
+    assert len(set(eids)) == 1000
+    # 128 random bits: each of them is 1 in some id and 0 in another (a uuid4's fixed version
+    # and variant bits would not be); by chance a bit is stuck with odds of about 2**-990.
+    bits = [int(eid[3:], 16) for eid in eids]
+    assert functools.reduce(operator.or_, bits) == 2**128 - 1
+    assert functools.reduce(operator.and_, bits) == 0

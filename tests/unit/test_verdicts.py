@@ -86,7 +86,8 @@ def test_each_result_code_yields_the_contract_decision_reason_and_token_rule(
     assert (verdict["activeStreams"], verdict["maxStreams"], verdict["decidedAt"]) == (2, 3, NOW)
     if holds_lease:
         assert verdict["leaseExpiresAt"] == EXPIRES
-        assert verdict["token"] is not None
+        claims = jwt.decode(verdict["token"], SECRET, algorithms=["HS256"], options={"verify_exp": False})
+        assert (claims["sub"], claims["sid"]) == (verdict["userId"], verdict["sessionId"])
     else:
         assert verdict["leaseExpiresAt"] is None
         assert verdict["token"] is None
@@ -117,10 +118,17 @@ def test_verdict_carries_the_event_ids_and_exactly_the_contract_keys(kind: str, 
     assert (verdict["userId"], verdict["sessionId"], verdict["eventId"]) == ("u-7", "s-7", "e-7")
 
 
+def assert_is_the_verdict_model_exactly(value: bytes) -> None:
+    """Validates, and every key is a model field holding its value as is: the model ignores
+    unknown keys, so a key misspelt in the record would otherwise pass unseen."""
+    parsed = Verdict.model_validate_json(value)
+    assert parsed.model_dump(mode="json", exclude_unset=True) == orjson.loads(value)
+
+
 @pytest.mark.parametrize(("kind", "code"), [(k, c) for k, c, *_ in RULE_TABLE])
 def test_every_verdict_validates_against_the_verdict_model(kind: str, code: int) -> None:
-    for value in build_verdicts(ev(kind), result(code), TOPIC, 0, 1, SIGNER):
-        Verdict.model_validate_json(value)
+    [value] = build_verdicts(ev(kind), result(code), TOPIC, 0, 1, SIGNER)
+    assert_is_the_verdict_model_exactly(value)
 
 
 def test_same_user_and_event_id_at_different_offsets_share_the_verdict_id() -> None:
@@ -195,8 +203,10 @@ def test_evicted_sessions_get_revoke_verdicts_after_the_events_own() -> None:
 
 def test_revoke_verdicts_validate_against_the_verdict_model() -> None:
     res = [*result(rules.STARTED), ["s-old"]]
-    for value in build_verdicts(ev(), res, TOPIC, 0, 1, SIGNER):
-        Verdict.model_validate_json(value)
+    own, revoke = build_verdicts(ev(), res, TOPIC, 0, 1, SIGNER)
+    assert orjson.loads(revoke)["decision"] == "revoke"
+    assert_is_the_verdict_model_exactly(own)
+    assert_is_the_verdict_model_exactly(revoke)
 
 
 def test_revoke_verdict_ids_are_stable_across_redelivery_at_another_offset() -> None:
@@ -216,7 +226,7 @@ def test_output_is_byte_identical_across_calls_and_signer_instances(event_id: st
     first = build_verdicts(ev(event_id=event_id), res, TOPIC, 1, 7, SIGNER)
     second = build_verdicts(ev(event_id=event_id), list(res), TOPIC, 1, 7, HS256Signer(SECRET.encode()))
     assert first == second
-    assert all(isinstance(v, bytes) for v in first)
+    assert len(first) == 2 and all(isinstance(v, bytes) for v in first)  # the verdict and a revoke
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,3 +362,34 @@ def test_revokes_of_a_start_stay_evicted() -> None:
         ("s-a", "evicted", "plan:gold"),
         ("s-b", "evicted", "plan:gold"),
     ]
+
+
+# -- issuedBy: the support console's terminate (contract: "The support console") -------------
+
+
+def test_a_terminate_with_an_issuer_names_it_on_its_verdict_and_its_revoke_and_without_one_neither() -> None:
+    event = ev("terminate", target="s-tv")
+    res = [rules.TERMINATED, 1, 3, EXPIRES, NOW, ["s-tv"]]
+    issued = [
+        orjson.loads(v) for v in build_verdicts(event, res, TOPIC, 0, 10, SIGNER, issued_by="support:agent-7")
+    ]
+    assert [(v["decision"], v["issuedBy"]) for v in issued] == [
+        ("allow", "support:agent-7"),
+        ("revoke", "support:agent-7"),
+    ]
+    plain = build(event, res)
+    assert all("issuedBy" not in v for v in plain)
+    # Everything else is the same verdict: the field is added, nothing changes.
+    assert [{k: v for k, v in x.items() if k != "issuedBy"} for x in issued] == plain
+    assert all(Verdict.model_validate(v).issuedBy == "support:agent-7" for v in issued)
+
+
+def test_the_issued_by_header_is_read_from_the_record_headers_and_a_bad_one_is_refused() -> None:
+    from processor.wire import issued_by
+
+    assert issued_by(None) is None
+    assert issued_by([("reply.topic", b"r")]) is None
+    assert issued_by([("issued-by", b"support:a"), ("issued-by", "support:ü".encode())]) == "support:ü"
+    for bad in (b"", b"\xff\xfe", b"support:a\nb", b"x" * 513):
+        with pytest.raises(ValueError, match="issued-by"):
+            issued_by([("issued-by", bad)])
