@@ -61,6 +61,8 @@ async def test_every_metric_the_dashboard_and_the_alerts_query_is_served(flow: F
             gateway_page = (await gateway_http.get("/metrics")).text
             if "concurrency_events_total{" not in processor_page:
                 return None  # the batch's counts are set after its verdicts are acknowledged
+            if "concurrency_consumer_lag{" not in processor_page:
+                return None  # refreshed on a timer (LAG_INTERVAL_MS, processor/lag.py), not per batch
             return processor_page, gateway_page
 
         processor_page, gateway_page = await wait_until(pages, 30, what="the decision counted")
