@@ -27,10 +27,12 @@ from processor.batches import PartitionBatch, observe, split
 from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
+from processor.connections import kafka_access, redis_access
 from processor.consumer import FetchPacing, events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
+from processor.kafka_checks import check_kafka_login
 from processor.key_mismatches import KeyMismatches
 from processor.lease_store import LeaseStore, Rules
 from processor.metrics import Metrics
@@ -38,13 +40,17 @@ from processor.partitioning import VERDICTS_PARTITIONER, PartitionCheck, key_par
 from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
-from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
-from processor.redis_client import connect
+from processor.redis_checks import (
+    check_redis_login,
+    check_redis_mode,
+    check_redis_safe,
+    warn_uneven_partitions,
+)
 from processor.repair import StateRepairer
 from processor.replies import ReplySender
 from processor.retrying import Retrier, StopRequested
 from processor.tokens import make_signer
-from processor.topics import EVENTS_TOPIC_CONFIGS, ensure_topics
+from processor.topics import ensure_processor_topics
 
 log = logging.getLogger("processor")
 
@@ -104,13 +110,9 @@ class Processor:
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        counts = await ensure_topics(
-            s.kafka_bootstrap_servers,
-            [s.events_topic, s.verdicts_topic, s.dlq_topic],
-            s.topic_partitions,
-            s.topic_replication_factor,
-            configs={s.events_topic: EVENTS_TOPIC_CONFIGS},
-        )
+        kafka = kafka_access(s)
+        await check_kafka_login(kafka)  # a refused login or certificate: one line, not a retry
+        counts = await ensure_processor_topics(kafka, s)
         self._verdict_partition = key_partitioner(VERDICTS_PARTITIONER, counts[s.verdicts_topic])
         if s.check_event_partition:
             events = counts[s.events_topic]
@@ -120,9 +122,8 @@ class Processor:
                 s.event_partitioner, events, self._verdict_partition if same else None
             )
         self.policies = await follow_policies(s, self.metrics)  # read to its end before any event
-        self._redis = connect(
-            s.redis_url, cluster=s.redis_cluster, socket_timeout=10, socket_connect_timeout=5
-        )
+        redis = redis_access(s)
+        self._redis = redis.client(socket_timeout=10, socket_connect_timeout=5)
         self._store = LeaseStore(
             self._redis,
             s.events_topic,
@@ -135,6 +136,7 @@ class Processor:
                 s.max_expiries_per_call,
             ),
         )
+        await self._retry_redis("Redis login", lambda: check_redis_login(self._redis, redis))
         await self._retry_redis("Redis mode check", lambda: check_redis_mode(self._redis, s.redis_cluster))
         await self._retry_redis("maxmemory-policy check", lambda: check_redis_safe(self._redis, s))
         await self._retry_redis(
@@ -144,17 +146,15 @@ class Processor:
         await self._retry_redis(
             "partition spread", lambda: warn_uneven_partitions(self._redis, s.events_topic, partitions)
         )
-        self._publisher = VerdictPublisher(
-            s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
-        )
+        self._publisher = VerdictPublisher(kafka, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff)
         await self._publisher.start()
         self._replies = ReplySender(
-            s.kafka_bootstrap_servers,
+            kafka,
             self.metrics,
             s.reply_topics,
             (s.events_topic, s.verdicts_topic, s.dlq_topic, s.policies_topic),
         )
-        self._consumer = events_consumer(s)
+        self._consumer = events_consumer(s, kafka)
         self._pacing = FetchPacing(self._consumer, self._cycle)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics, self._cycle)
         policies = self.policies

@@ -7,14 +7,14 @@ import logging
 from aiokafka import AIOKafkaConsumer
 
 from processor.config import Settings
+from processor.connections import KafkaAccess
 from processor.cycle import CyclePolicy
 
 log = logging.getLogger("processor")
 
 
-def events_consumer(s: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=s.kafka_bootstrap_servers,
+def events_consumer(s: Settings, kafka: KafkaAccess) -> AIOKafkaConsumer:
+    return kafka.consumer(
         group_id=s.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
