@@ -9,7 +9,7 @@ PIP     := $(VENV)/bin/pip
 PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 STAMP   := $(VENV)/.installed-$(PYPROJECT_HASH)
 
-.PHONY: help install system-deps services services-cluster services-down demo test bench soak lint clean
+.PHONY: help install system-deps services services-cluster services-secure services-down demo test bench soak lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,10 @@ services: install ## start Kafka on localhost:9092 and Redis on localhost:6379 (
 services-cluster: install ## start Kafka on localhost:9092 and a Redis Cluster (3 masters + 3 replicas) on localhost:7000-7005
 	$(PY) -m compose.launcher up --redis-cluster
 
-services-down: install ## stop the services started by `make services` or `make services-cluster`
+services-secure: install ## start SASL_SSL Kafka (ACLs) on localhost:9094 and TLS-only Redis (ACL users) on localhost:6380, printing the settings (docs/security.md)
+	$(PY) -m compose.launcher up --secure
+
+services-down: install ## stop the services started by `make services`, `make services-cluster` or `make services-secure`
 	$(PY) -m compose.launcher down
 
 demo: install system-deps ## run the demo: local Kafka + Redis, the processor and the simulator, then its report

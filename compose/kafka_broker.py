@@ -125,15 +125,20 @@ def kafka_broker_count(host: str, port: int, timeout: float = 2.0) -> int:
     A KRaft broker lists itself only once it is registered and unfenced, so ``>= 1`` means
     the broker accepts produce/consume/admin requests.
     """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        return metadata_broker_count(sock)
+
+
+def metadata_broker_count(sock: socket.socket) -> int:
+    """Send a Metadata (v4) request on a connected socket (plain or TLS) and count live brokers."""
     client_id = b"compose-launcher"
     # header v1: api_key=3 (Metadata), api_version=4, correlation_id, client_id
     # body v4: topics=null (-1), allow_auto_topic_creation=false
     body = struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id + struct.pack(">ib", -1, 0)
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        resp = _recv_exact(sock, size)
+    sock.sendall(struct.pack(">i", len(body)) + body)
+    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+    resp = _recv_exact(sock, size)
     correlation_id, _throttle_ms, n_brokers = struct.unpack(">iii", resp[:12])
     if correlation_id != 7:
         raise ConnectionError("unexpected correlation id in metadata response")
@@ -265,6 +270,10 @@ class KafkaBroker(ManagedProcess):
         )
         return log4j
 
+    def _format_args(self) -> list[str]:
+        """Extra ``StorageTool format`` arguments (a secured broker adds its SCRAM users)."""
+        return []
+
     def _classpath(self) -> str:
         return f"{self.jars_dir}/*"
 
@@ -287,6 +296,7 @@ class KafkaBroker(ManagedProcess):
             _kafka_cluster_id(),
             "-c",
             str(self.properties_file),
+            *self._format_args(),
         ]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
         if res.returncode != 0:

@@ -26,7 +26,13 @@ command), with pidfiles (one per service and port), logs and data under ``compos
 default 7000; bus ports +10000) instead of the single Redis, and moves the slots of the events
 partitions (``EVENTS_TOPIC``, ``TOPIC_PARTITIONS``) so each master holds an equal share;
 ``balance`` does that on a running cluster. ``down`` with the same ports
-stops what ``up`` started there. With a Docker engine answering, ``up``/``down`` use
+stops what ``up`` started there.
+``up --secure`` starts the secured services instead (compose/secure_services.py): Kafka with
+SASL_SSL on --kafka-port (default 9094; mutual TLS on +1, a hostname-mismatch listener on +2),
+ACLs on, the contract's topics and ACLs made; Redis with TLS only on --redis-port (default
+6380) and ACL users. A new throwaway CA and new passwords every start, under
+``compose/.run/secure/`` (``processor.env``, ``gateway.env``, ``services.json``); ``down`` stops
+them too. With a Docker engine answering, ``up``/``down`` use
 ``docker compose`` (compose/docker-compose.yml) unless ``--local`` is given.
 """
 
@@ -36,12 +42,14 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
 from compose.docker_compose import COMPOSE_FILE, docker_compose, docker_engine_available
+from compose.kafka_acls import Topics
 from compose.kafka_broker import (
     KAFKA_JARS_DIR,
     KAFKA_POM,
@@ -65,6 +73,7 @@ from compose.managed import (
 )
 from compose.redis_cluster import RedisCluster
 from compose.redis_server import RedisServer, ensure_redis_server, redis_ping
+from compose.secure_services import start_secure_services
 from compose.services import Services, start_services
 
 __all__ = [
@@ -145,7 +154,16 @@ def _stop_pid(pid: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-_MARKERS = {"kafka": "kafka.Kafka", "redis": "redis-server", "redis-cluster": "redis-server"}
+_MARKERS = {
+    "kafka": "kafka.Kafka",
+    "redis": "redis-server",
+    "redis-cluster": "redis-server",
+    "kafka-secure": "kafka.Kafka",
+    "redis-secure": "redis-server",
+}
+SECURE_KAFKA_PORT = 9094  # SASL_SSL; +1 mutual TLS, +2 hostname mismatch
+SECURE_REDIS_PORT = 6380
+SECURE_DIR = RUN_DIR / "secure"
 
 
 def _cluster_ports(base: int) -> list[int]:
@@ -181,6 +199,69 @@ def cmd_up(kafka_port: int, redis_port: int | None, local: bool, redis_cluster: 
     return 0
 
 
+def cmd_up_secure(kafka_port: int | None, redis_port: int | None) -> int:
+    """Start the secured Kafka and Redis detached, make the contract's topics and ACLs, and print
+    the settings a processor and a gateway need (paths to the password files, never a password)."""
+    kafka_port, redis_port = kafka_port or SECURE_KAFKA_PORT, redis_port or SECURE_REDIS_PORT
+    running = _read_pids("kafka-secure", kafka_port, _MARKERS["kafka-secure"])
+    running += _read_pids("redis-secure", redis_port, _MARKERS["redis-secure"])
+    if running:
+        print(f"secured services already run (pids {running}); `make services-down` first for new ones")
+        _print_secure_env()
+        return 0
+    busy = [p for p in (kafka_port, kafka_port + 1, kafka_port + 2, redis_port) if port_answers(p)]
+    if busy:
+        raise LauncherError(f"ports {busy} are taken: choose others with --kafka-port / --redis-port")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(SECURE_DIR, ignore_errors=True)  # throwaway CA and passwords: new every start
+    _, partitions = _events_partitions()
+    svc = start_secure_services(
+        SECURE_DIR,
+        kafka_port=kafka_port,
+        mtls_port=kafka_port + 1,
+        mismatch_port=kafka_port + 2,
+        redis_port=redis_port,
+        contract_topics=_contract_topics(),
+        partitions=partitions,
+        detached=True,
+    )
+    assert svc.broker is not None and svc.redis is not None
+    _pidfile("kafka-secure", kafka_port).write_text(f"{svc.broker.pid} {kafka_port}\n")
+    _pidfile("redis-secure", redis_port).write_text(f"{svc.redis.pid} {redis_port}\n")
+    svc.write_env_files()
+    print(
+        f"kafka (secured): SASL_SSL {svc.bootstrap} (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN), mutual TLS "
+        f"{svc.mtls_bootstrap}, hostname mismatch {svc.mismatch_bootstrap}; users admin, processor, "
+        f"gateway, processor-nowrite; the contract's topics and ACLs made"
+    )
+    print(f"redis (secured): TLS only {svc.redis_url}; users admin, processor, gateway; default off")
+    _print_secure_env()
+    return 0
+
+
+def _print_secure_env() -> None:
+    for user in ("processor", "gateway"):
+        env_file = SECURE_DIR / f"{user}.env"
+        print(f"# {user}: set -a; . {env_file}; set +a")
+        with contextlib.suppress(OSError):
+            print(env_file.read_text(), end="")
+    print(f"# addresses, CA, client certificate and password files: {SECURE_DIR / 'services.json'}")
+
+
+def _contract_topics() -> Topics:
+    """The topic and group names the processor and the gateway will use (their settings' names)."""
+    env, d = os.environ, Topics()
+    return Topics(
+        events=env.get("EVENTS_TOPIC", d.events),
+        verdicts=env.get("VERDICTS_TOPIC", d.verdicts),
+        dlq=env.get("DLQ_TOPIC", d.dlq),
+        policies=env.get("POLICIES_TOPIC", d.policies),
+        replies=env.get("GATEWAY_REPLIES_TOPIC", d.replies),
+        processor_group=env.get("CONSUMER_GROUP", d.processor_group),
+        gateway_group=env.get("GATEWAY_CONSUMER_GROUP", d.gateway_group),
+    )
+
+
 def _events_partitions() -> tuple[str, int]:
     """The events topic and partition count the processor will use (its own settings' names)."""
     return os.environ.get("EVENTS_TOPIC", "playback.events"), int(os.environ.get("TOPIC_PARTITIONS", "12"))
@@ -200,13 +281,15 @@ def cmd_balance(redis_port: int | None) -> int:
     return 0
 
 
-def cmd_down(kafka_port: int, redis_port: int | None, local: bool) -> int:
+def cmd_down(kafka_port: int | None, redis_port: int | None, local: bool) -> int:
     """Stop what `up` started on these ports: Kafka, the Redis on --redis-port (6379) and the
-    cluster from --redis-port (7000)."""
+    cluster from --redis-port (7000); and the secured ones (9094, 6380 unless given)."""
     targets = [
-        ("kafka", kafka_port),
+        ("kafka", kafka_port or 9092),
         ("redis", redis_port or 6379),
         ("redis-cluster", redis_port or CLUSTER_BASE_PORT),
+        ("kafka-secure", kafka_port or SECURE_KAFKA_PORT),
+        ("redis-secure", redis_port or SECURE_REDIS_PORT),
     ]
     for name, port in targets:
         for pid in _read_pids(name, port, _MARKERS[name]):
@@ -255,28 +338,35 @@ def cmd_ensure() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compose.launcher", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "ensure", "balance"])
-    parser.add_argument("--kafka-port", type=int, default=9092)
+    parser.add_argument(
+        "--kafka-port", type=int, default=None, help="Kafka port (default 9092; with --secure 9094)"
+    )
     parser.add_argument(
         "--redis-port",
         type=int,
         default=None,
-        help="Redis port (default 6379), or the cluster's first (7000)",
+        help="Redis port (default 6379; with --secure 6380), or the cluster's first (7000)",
     )
     parser.add_argument(
         "--redis-cluster", action="store_true", help="a Redis Cluster (3 masters + 3 replicas), not one Redis"
     )
     parser.add_argument("--local", action="store_true", help="local processes even when Docker answers")
+    parser.add_argument(
+        "--secure", action="store_true", help="up: SASL_SSL Kafka with ACLs and TLS-only Redis with ACL users"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "up" and args.secure:
+            return cmd_up_secure(args.kafka_port, args.redis_port)
         if args.command == "up":
-            return cmd_up(args.kafka_port, args.redis_port, args.local, args.redis_cluster)
+            return cmd_up(args.kafka_port or 9092, args.redis_port, args.local, args.redis_cluster)
         if args.command == "down":
             return cmd_down(args.kafka_port, args.redis_port, args.local)
         if args.command == "balance":
             return cmd_balance(args.redis_port)
         if args.command == "status":
-            return cmd_status(args.kafka_port, args.redis_port, args.redis_cluster)
+            return cmd_status(args.kafka_port or 9092, args.redis_port, args.redis_cluster)
         return cmd_ensure()
     except LauncherError as exc:
         print(f"error: {exc}", file=sys.stderr)

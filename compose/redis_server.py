@@ -89,11 +89,15 @@ class RedisServer(ManagedProcess):
     def _prepare(self) -> None:
         self.binary = ensure_redis_server()
 
+    def _listen_args(self) -> list[str]:
+        """Where clients connect (a TLS-only server replaces this with ``--port 0 --tls-port``)."""
+        return ["--port", str(self.port)]
+
     def _command(self) -> list[str]:
         assert self.binary is not None
         return [
             self.binary,
-            "--port", str(self.port),
+            *self._listen_args(),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--appendonly", "yes",

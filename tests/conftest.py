@@ -43,6 +43,9 @@ from tests.redis_targets import RedisTarget
 
 log = logging.getLogger("tests")
 
+# the session's secured Kafka and Redis (issue 26), started only when a test asks for them
+pytest_plugins = ["tests.secure_services"]
+
 
 TESTS_DIR = Path(__file__).resolve().parent
 
