@@ -65,12 +65,15 @@ async def ensure_topics(
             response = await admin.create_topics(
                 [NewTopic(t, partitions, replication, topic_configs=configs.get(t, {})) for t in missing]
             )
+            codes = {error[0]: error[1] for error in response.topic_errors}
+            refused = [t for t in missing if codes.get(t) in _REFUSED_CREATE]  # named in the caller's order
+            if refused:
+                name = refused[0]
+                raise KafkaAccessError(
+                    _cannot_create(kafka, name, found[name].error_code, partitions, replication, configs)
+                )
             for topic_error in response.topic_errors:
                 name, code = topic_error[0], topic_error[1]
-                if code in _REFUSED_CREATE:
-                    raise KafkaAccessError(
-                        _cannot_create(kafka, name, found[name].error_code, partitions, replication, configs)
-                    )
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise for_code(code)(f"cannot create topic {name}: {topic_error[2:]}")
             log.info("created topics", extra={"topics": missing, "partitions": partitions})
