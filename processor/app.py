@@ -31,6 +31,7 @@ from processor.connections import kafka_access, redis_access
 from processor.consumer import FetchPacing, events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
+from processor.health import readiness
 from processor.http import HttpServer
 from processor.kafka_checks import check_kafka_login
 from processor.key_mismatches import KeyMismatches
@@ -234,32 +235,11 @@ class Processor:
         return time.monotonic() - self._last_poll > max(30.0, self.settings.max_poll_interval_ms / 1000)
 
     def health(self) -> tuple[bool, dict]:
-        """Readiness: UP only while consuming partitions (claimed, so not during an assignment),
-        none halted, publishing working. A partition replaying lost Redis writes is consuming
-        (UP), and named under `repairingPartitions`."""
+        """Readiness (processor/health.py): consuming claimed partitions, none halted, publishing."""
         assigned = self._consumer.assignment() if self._consumer is not None else set()
-        body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
-        halted = self.partitions.halted()
-        if halted:
-            body["stateLostPartitions"] = [s.tp.partition for s in halted]
-            body["haltReasons"] = {str(s.tp.partition): s.halt_reason for s in halted}
-        repairing = self.partitions.repairing()  # repair: replaying the log, not halted
-        if repairing:
-            body["repairingPartitions"] = [s.tp.partition for s in repairing]
         failing = self._publisher.failing if self._publisher is not None else None
-        if failing is not None:
-            body["publishError"] = failing
-        ok = (
-            self._consuming
-            and not self._assigning
-            and bool(assigned)
-            and not halted
-            and not self._stalled()
-            and failing is None
-        )
-        if not ok:
-            body["status"] = "DOWN"
-        return ok, body
+        looping = self._consuming and not self._assigning and not self._stalled()
+        return readiness(looping, assigned, self.partitions, failing)
 
     def live(self) -> tuple[bool, dict]:
         """Liveness: the loop runs (it polls), with or without partitions."""
