@@ -28,7 +28,7 @@ from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
 from processor.connections import kafka_access, redis_access
-from processor.consumer import FetchPacing, events_consumer
+from processor.consumer import FetchPacing, RefusedFetches, events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.health import readiness
@@ -106,6 +106,7 @@ class Processor:
             settings.commit_interval_ms / 1000,
         )
         self._pacing: FetchPacing | None = None
+        self._fetches: RefusedFetches | None = None
         self.http_port: int | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -156,6 +157,7 @@ class Processor:
             (s.events_topic, s.verdicts_topic, s.dlq_topic, s.policies_topic),
         )
         self._consumer = events_consumer(s, kafka)
+        self._fetches = RefusedFetches(kafka, {s.events_topic: "Read"}, self._backoff)
         self._pacing = FetchPacing(self._consumer, self._cycle)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics, self._cycle)
         policies = self.policies
@@ -239,7 +241,8 @@ class Processor:
         assigned = self._consumer.assignment() if self._consumer is not None else set()
         failing = self._publisher.failing if self._publisher is not None else None
         looping = self._consuming and not self._assigning and not self._stalled()
-        return readiness(looping, assigned, self.partitions, failing)
+        refused = self._fetches.detail if self._fetches is not None else None
+        return readiness(looping, assigned, self.partitions, failing, refused)
 
     def live(self) -> tuple[bool, dict]:
         """Liveness: the loop runs (it polls), with or without partitions."""
@@ -323,10 +326,12 @@ class Processor:
         """The next cycle's records. While records flow, the consumer's fetches gather for up
         to GATHER_MS (FetchPacing); after a poll that found nothing it long-polls and answers
         the first record at once."""
-        assert self._consumer is not None and self._pacing is not None
+        assert self._consumer is not None and self._pacing is not None and self._fetches is not None
         self._last_poll = time.monotonic()
-        records = await self._consumer.getmany(
-            timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+        records = await self._fetches.getmany(  # a refused fetch (an ACL revoked) is held: {}
+            self._consumer,
+            timeout_ms=self.settings.fetch_timeout_ms,
+            max_records=self.settings.batch_max_records,
         )
         self._pacing.set(idle=not records)
         # Tagged now: no rebalance runs between here and getmany.

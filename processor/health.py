@@ -6,11 +6,12 @@ from processor.partitions import Partitions
 
 
 def readiness(
-    looping: bool, assigned: set, partitions: Partitions, failing: dict | None
+    looping: bool, assigned: set, partitions: Partitions, failing: dict | None, refused: str | None = None
 ) -> tuple[bool, dict]:
     """UP only while the loop runs (`looping`: consuming, not in an assignment, not stalled) with
-    partitions claimed, none halted, publishing working. A partition replaying lost Redis writes
-    is consuming (UP), and named under `repairingPartitions`."""
+    partitions claimed, none halted, publishing and fetching working (`failing`, `refused`: what
+    Kafka refuses now). A partition replaying lost Redis writes is consuming (UP), and named
+    under `repairingPartitions`."""
     body: dict = {"status": "UP", "assignedPartitions": len(assigned)}
     halted = partitions.halted()
     if halted:
@@ -21,7 +22,9 @@ def readiness(
         body["repairingPartitions"] = [s.tp.partition for s in repairing]
     if failing is not None:
         body["publishError"] = failing
-    ok = looping and bool(assigned) and not halted and failing is None
+    if refused is not None:
+        body["consumeError"] = refused
+    ok = looping and bool(assigned) and not halted and failing is None and refused is None
     if not ok:
         body["status"] = "DOWN"
     return ok, body
