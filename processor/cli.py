@@ -96,16 +96,23 @@ def _print(obj: dict) -> None:
 
 async def _command(args: argparse.Namespace) -> int:
     settings = load_settings(allow_insecure_dev_secret=True)  # these commands sign nothing
-    await check_kafka_login(kafka_access(settings))
-    if args.command == "policy":
-        if args.action == "set":
-            _print(await commands.policy_set(settings, args.key, args.json))
-        elif args.action == "delete":
-            _print(await commands.policy_delete(settings, args.key))
+    kafka = kafka_access(settings)
+    await check_kafka_login(kafka)
+    try:
+        if args.command == "policy":
+            if args.action == "set":
+                _print(await commands.policy_set(settings, args.key, args.json))
+            elif args.action == "delete":
+                _print(await commands.policy_delete(settings, args.key))
+            else:
+                _print(await commands.policy_list(settings))
         else:
-            _print(await commands.policy_list(settings))
-    else:
-        _print(await commands.terminate(settings, args.user_id, args.session_id, args.requester))
+            _print(await commands.terminate(settings, args.user_id, args.session_id, args.requester))
+    except AUTHORIZATION_ERRORS as exc:  # a write refused: one line naming the ACL
+        uses = {settings.policies_topic: "Write", settings.events_topic: "Write"}
+        if args.command == "policy" and args.action == "list":
+            uses = {settings.policies_topic: "Read"}
+        raise refusal(exc, kafka, uses) from None
     return 0
 
 

@@ -239,6 +239,18 @@ async def test_operator_commands_and_the_gateway_refuse_a_wrong_password_with_on
     assert_one_line_refusal(code, out, err, seconds, "concurrency-gateway", *expected, sec=sec)
 
 
+async def test_terminate_as_a_principal_without_write_on_the_events_topic_names_the_acl(
+    secure_services: SecureEnv,
+) -> None:
+    sec = secure_services
+    topics = await sec.admin.contract_topics(PARTITIONS)
+    await sec.admin.grant(processor_acls(topics=topics, reply_topics=[topics.replies]))
+    env = processor_env(sec, topics)  # the processor's principal may read events, not write them
+    code, out, err, seconds = await run_command(["-m", "processor", "terminate", "u1", "s1"], env)
+    expected = [f"Kafka refuses Write on topic {topics.events} to User:processor", "kafka-acls.sh"]
+    assert_one_line_refusal(code, out, err, seconds, "concurrency-processor", *expected, sec=sec)
+
+
 async def test_a_gateway_without_its_acls_ends_naming_the_missing_one(secure_services: SecureEnv) -> None:
     sec = secure_services
     topics = await sec.admin.contract_topics(PARTITIONS)  # and no ACL for User:gateway on them
