@@ -5,22 +5,36 @@ SHELL := /bin/bash
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
-# The install stamp changes with pyproject.toml, so a changed dependency list reinstalls.
-PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
-STAMP   := $(VENV)/.installed-$(PYPROJECT_HASH)
+# Every installed package at the exact version tested (pip freeze of a fresh install): `make
+# constraints` regenerates it after a dependency is added, removed or upgraded.
+CONSTRAINTS := constraints.txt
+# The install stamp changes with pyproject.toml and the pins, so a changed dependency list reinstalls.
+DEPS_HASH := $(shell cat pyproject.toml $(CONSTRAINTS) 2>/dev/null | sha256sum | cut -c1-16)
+STAMP   := $(VENV)/.installed-$(DEPS_HASH)
+# Where `make constraints` installs the project afresh to freeze it (removed afterwards).
+PIN_VENV := .venv-constraints
 
-.PHONY: help install system-deps services services-cluster services-secure services-down demo test bench soak lint clean
+.PHONY: help install constraints system-deps services services-cluster services-secure services-down demo test bench soak lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## create .venv and install the project with its dev and plot extras (quick when done)
+install: $(STAMP) ## create .venv and install the project with its dev and plot extras, at the versions in constraints.txt (quick when done)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q -e '.[dev,plot]'
+	$(PIP) install -q -c $(CONSTRAINTS) -e '.[dev,plot]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+constraints: ## re-pin constraints.txt from a fresh install: kept pins stay, new dependencies get their newest version (UPGRADE=1: all newest)
+	@rm -rf $(PIN_VENV) && python3 -m venv $(PIN_VENV)
+	$(PIN_VENV)/bin/pip install -q $(if $(UPGRADE),,-c $(CONSTRAINTS)) -e '.[dev,plot]'
+	@{ echo "# Every package a fresh \`make install\` installs, at the version tested: \`make constraints\` regenerates"; \
+	   echo "# this file (UPGRADE=1 re-resolves all). Python $$($(PIN_VENV)/bin/python -c 'import platform; print(platform.python_version())')."; \
+	   $(PIN_VENV)/bin/pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	@rm -rf $(PIN_VENV) && mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pins; \`make install\` brings .venv to them"
 
 system-deps: install ## make sure redis-server, the Apache Kafka jars (Java + Maven) and Prometheus (for the rules tests) are available
 	$(PY) -m compose.launcher ensure

@@ -3,6 +3,11 @@
 Pure arithmetic, no services: `measured(report)` picks the inputs from a bench.capacity
 report, `plan(Measured(...))` returns every step as a dict and `format_plan()` prints it, so
 the printed plan is derived from a run, not typed in.
+
+bench.capacity runs as fast as it goes: big batches, the cheapest cost per event. Live, a
+partition's batch is its rate times the cycle, and smaller batches cost more per event, so the
+CPU per event the plan sizes with is the larger of that run's and the live one (LIVE_COST,
+bench.live_cost on a machine that was not saturated).
 """
 
 from __future__ import annotations
@@ -26,6 +31,25 @@ GATEWAY_CPU_S_PER_CALL = 0.429e-3
 
 
 @dataclass(frozen=True)
+class LiveCost:
+    """The cost per event of one processor at a live rate (bench.live_cost: records produced at
+    that rate, each cycle gathering for GATHER_MS), on a machine that was not saturated."""
+
+    events_per_s: float  # the rate it was measured at
+    partitions: int  # over that many partitions
+    cpu_s_per_event: float
+    redis_cpu_usec_per_event: float
+
+
+# docs/live-cost.md, "Before and after, alternating on a quiet machine" (2026-12-07, load 0.5-3.3,
+# two runs): at 5,000 events/s, 40-42 µs of processor CPU and 29-30 µs of Redis CPU per event; the
+# upper ends. Its 12 partitions got 417 events/s each, fewer than the plan's, so its batches were
+# smaller and its cost per event is on the safe side. (The 14,000/s run saturated the machine:
+# its costs per event were taken while every process waited for a core, so it is not used.)
+LIVE_COST = LiveCost(events_per_s=5000, partitions=12, cpu_s_per_event=42e-6, redis_cpu_usec_per_event=30.0)
+
+
+@dataclass(frozen=True)
 class Measured:
     events_per_s_per_process: float  # one processor process, alone in its group
     cpu_s_per_event: float  # that process's CPU per event
@@ -38,6 +62,7 @@ class Measured:
     verdict_bytes: float  # bytes per verdict in the verdicts topic's log
     verdicts_per_event: float
     gateway_cpu_s_per_call: float = GATEWAY_CPU_S_PER_CALL  # bench.gateway_part's, not bench.capacity's
+    live: LiveCost = LIVE_COST  # bench.live_cost's, not bench.capacity's
 
 
 @dataclass(frozen=True)
@@ -140,23 +165,29 @@ def plan(m: Measured, a: Assumptions = Assumptions()) -> dict:
         "processes": math.ceil(planned / per_gateway),  # each needs a partition of the replies topic
     }
 
-    # Processors: events/s one process sustains (it is single-threaded: one core).
+    # Processors: events/s one process sustains (it is single-threaded: one core); their CPU at
+    # the dearer of the as-fast-as-it-goes and the live cost per event.
     per_process = m.events_per_s_per_process * a.process_utilisation
     processes = math.ceil(planned / per_process)
+    cpu_s = max(m.cpu_s_per_event, m.live.cpu_s_per_event)
     out["processors"] = {
         "per_process_events_per_s": round(per_process),
         "processes": processes,
-        "cpu_cores": round(planned * m.cpu_s_per_event, 1),
+        "cpu_s_per_event": cpu_s,
+        "cpu_from": "live" if m.live.cpu_s_per_event > m.cpu_s_per_event else "as fast as it goes",
+        "cpu_cores": round(planned * cpu_s, 1),
     }
 
     # Redis: a shard's commands run on one thread, whose busy time is the redis-server's CPU
-    # (scripts and network I/O). Script time (commandstats) is wall time: on a saturated
-    # machine it includes waits for a core, so it is shown, not used.
-    usec = m.redis_cpu_usec_per_event
+    # (scripts and network I/O), at the dearer of the worst run's and the live cost per event.
+    # Script time (commandstats) is wall time: on a saturated machine it includes waits for a
+    # core, so it is shown, not used.
+    usec = max(m.redis_cpu_usec_per_event, m.live.redis_cpu_usec_per_event)
     redis_cores = planned * usec / 1e6
     shards = math.ceil(redis_cores / a.redis_utilisation)
     out["redis"] = {
         "usec_per_event": usec,
+        "usec_from": "live" if m.live.redis_cpu_usec_per_event > m.redis_cpu_usec_per_event else "worst run",
         "redis_cores": round(redis_cores, 2),
         "shards": shards,
         "events_per_s_per_shard": round(planned / shards),
@@ -212,17 +243,22 @@ def plan(m: Measured, a: Assumptions = Assumptions()) -> dict:
 
 
 def format_plan(p: dict) -> str:
-    a, m = p["assumptions"], p["measured"]
+    a, m, live = p["assumptions"], p["measured"], p["measured"]["live"]
     r, pr, rd, pa, me, k = p["rate"], p["processors"], p["redis"], p["partitions"], p["memory"], p["kafka"]
     chosen = next(row for row in pa["table"] if row["partitions"] == pa["chosen"])
+    live_at = f"live at {live['events_per_s']:,.0f} events/s"
     lines = [
-        f"Capacity plan for {a['viewers']:,} concurrent viewers (figures from this run):",
+        f"Capacity plan for {a['viewers']:,} concurrent viewers (figures from this run; the live and"
+        " gateway costs from their benches):",
         f"  rate      {a['viewers']:,} / {a['heartbeat_s']:g} s = {r['steady_events_per_s']:,} events/s;"
         f" x {a['headroom']} headroom = {r['planned_events_per_s']:,} events/s",
         f"  processes {r['planned_events_per_s']:,} / {pr['per_process_events_per_s']:,} events/s per process"
-        f" = {pr['processes']} processes (one core each; {m['cpu_s_per_event'] * 1e6:.1f} µs CPU/event"
-        f" = {pr['cpu_cores']} cores of processor CPU)",
-        f"  shards    {r['planned_events_per_s']:,} x {rd['usec_per_event']} µs Redis CPU per event"
+        f" = {pr['processes']} processes (one core each; max({m['cpu_s_per_event'] * 1e6:.1f} µs as fast"
+        f" as it goes, {live['cpu_s_per_event'] * 1e6:.1f} µs {live_at})"
+        f" = {pr['cpu_s_per_event'] * 1e6:.1f} µs"
+        f" CPU/event = {pr['cpu_cores']} cores of processor CPU)",
+        f"  shards    {r['planned_events_per_s']:,} x max({m['redis_cpu_usec_per_event']} µs worst run,"
+        f" {live['redis_cpu_usec_per_event']} µs {live_at}) = {rd['usec_per_event']} µs Redis CPU per event"
         f" (script time {m['redis_usec_per_event']} µs on the quietest run) / 1e6"
         f" = {rd['redis_cores']} Redis cores; / {a['redis_utilisation']} target utilisation of one core"
         f" per shard ="
@@ -267,8 +303,10 @@ def format_plan(p: dict) -> str:
         " partitions of the replies topic)"
     )
     lines.append(
-        f"  caveat    the Redis time is the worst run's, at {m['events_per_script_call']:g} events per script"
-        f" call; live, a partition gets {chosen['events_per_s_per_partition']:,} events/s: smaller batches"
-        " cost more per event, so check the live batch size (concurrency_batch_size) before buying shards"
+        f"  caveat    the live costs were measured at"
+        f" {live['events_per_s'] / live['partitions']:,.0f} events/s per partition; the plan gives a"
+        f" partition {chosen['events_per_s_per_partition']:,}: bigger"
+        " batches, cheaper per event. Check the live batch size (concurrency_batch_size) and the CPU per"
+        " event at your rates before buying shards"
     )
     return "\n".join(lines)

@@ -70,17 +70,16 @@ class KafkaAdmin:
         timeout: float = 30.0,
     ) -> None:
         self.timeout = timeout
-        self._client = _ck().AdminClient(
-            {
-                "bootstrap.servers": bootstrap,
-                "security.protocol": "SASL_SSL",
-                "sasl.mechanism": mechanism,
-                "sasl.username": username,
-                "sasl.password": password,
-                "ssl.ca.location": str(ca_file),
-                "logger": log,  # librdkafka's own lines go to logging, not straight to stderr
-            }
-        )
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": mechanism,
+            "sasl.username": username,
+            "sasl.password": password,
+            "ssl.ca.location": str(ca_file),
+            "logger": log,  # librdkafka's own lines go to logging, not straight to stderr
+        }
+        self._client = _ck().AdminClient(self._config)
 
     def create_topics(
         self, partitions: Mapping[str, int], configs: Mapping[str, Mapping[str, str]] | None = None
@@ -165,6 +164,40 @@ class KafkaAdmin:
         for future in self._client.delete_acls(filters, request_timeout=self.timeout).values():
             future.result(self.timeout)
         self._wait_until(lambda held: not any(_key(b) in held for b in gone), "revoked")
+
+    def set_scram_password(
+        self, user: str, password: str, mechanisms: tuple[str, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+    ) -> None:
+        """Create ``user``'s SCRAM credentials or replace them (a rotation), then wait until the
+        broker takes the new password: a SASL handshake with it succeeds."""
+        ck = _ck()
+        for mechanism in mechanisms:  # the broker takes one change per user in a request
+            info = ck.ScramCredentialInfo(ck.ScramMechanism[mechanism.replace("-", "_")], 4096)
+            upsert = ck.UserScramCredentialUpsertion(user, info, password.encode())
+            futures = self._client.alter_user_scram_credentials([upsert], request_timeout=self.timeout)
+            try:
+                futures[user].result(self.timeout)
+            except ck.KafkaException as exc:
+                why = exc.args[0].str()
+                raise LauncherError(f"setting {user}'s {mechanism} password failed: {why}") from None
+        deadline = time.monotonic() + self.timeout
+        while not all(self._authenticates(user, password, m) for m in mechanisms):
+            if time.monotonic() > deadline:
+                raise LauncherError(
+                    f"the broker did not take {user}'s new password within {self.timeout:.0f} s"
+                )
+            time.sleep(0.1)
+
+    def _authenticates(self, user: str, password: str, mechanism: str) -> bool:
+        ck = _ck()
+        client = ck.AdminClient(
+            {**self._config, "sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password}
+        )
+        try:
+            client.list_topics(timeout=5)  # Metadata needs no ACL: it answers once SASL succeeded
+        except ck.KafkaException:
+            return False
+        return True
 
     def _wait_until(self, done, what: str) -> None:
         deadline = time.monotonic() + self.timeout

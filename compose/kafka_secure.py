@@ -56,6 +56,7 @@ class SecureKafkaBroker(KafkaBroker):
         port: int | None = None,
         mtls_port: int | None = None,
         mismatch_port: int | None = None,
+        controller_port: int | None = None,
         data_dir: Path | str = RUN_DIR / "kafka-secure",
         jars_dir: Path | str = KAFKA_JARS_DIR,
         detached: bool = False,
@@ -67,6 +68,7 @@ class SecureKafkaBroker(KafkaBroker):
             _check_password(name, password)
         super().__init__(
             port=port,
+            controller_port=controller_port,
             data_dir=data_dir,
             jars_dir=jars_dir,
             detached=detached,
@@ -149,7 +151,15 @@ class SecureKafkaBroker(KafkaBroker):
         # server.properties holds the passwords: only the owner may read the data dir.
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        super()._prepare()
+        try:
+            super()._prepare()
+        except LauncherError as exc:  # StorageTool's message may quote an --add-scram argument
+            raise LauncherError(self._redacted(str(exc))) from None
+
+    def _redacted(self, text: str) -> str:
+        for secret in (*self.users.values(), self.pki.keystore_password):
+            text = text.replace(secret, "***")
+        return text
 
     def _format_args(self) -> list[str]:
         return [

@@ -166,6 +166,12 @@ SECURE_REDIS_PORT = 6380
 SECURE_DIR = RUN_DIR / "secure"
 
 
+def secure_dir(kafka_port: int) -> Path:
+    """Where ``up --secure`` on this port keeps its CA, passwords and data (``secure/`` for the
+    default port), so runs on other ports never replace each other's credentials."""
+    return SECURE_DIR if kafka_port == SECURE_KAFKA_PORT else RUN_DIR / f"secure-{kafka_port}"
+
+
 def _cluster_ports(base: int) -> list[int]:
     return list(range(base, base + CLUSTER_NODES))
 
@@ -203,20 +209,21 @@ def cmd_up_secure(kafka_port: int | None, redis_port: int | None) -> int:
     """Start the secured Kafka and Redis detached, make the contract's topics and ACLs, and print
     the settings a processor and a gateway need (paths to the password files, never a password)."""
     kafka_port, redis_port = kafka_port or SECURE_KAFKA_PORT, redis_port or SECURE_REDIS_PORT
+    folder = secure_dir(kafka_port)
     running = _read_pids("kafka-secure", kafka_port, _MARKERS["kafka-secure"])
     running += _read_pids("redis-secure", redis_port, _MARKERS["redis-secure"])
     if running:
         print(f"secured services already run (pids {running}); `make services-down` first for new ones")
-        _print_secure_env()
+        _print_secure_env(folder)
         return 0
     busy = [p for p in (kafka_port, kafka_port + 1, kafka_port + 2, redis_port) if port_answers(p)]
     if busy:
         raise LauncherError(f"ports {busy} are taken: choose others with --kafka-port / --redis-port")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(SECURE_DIR, ignore_errors=True)  # throwaway CA and passwords: new every start
+    shutil.rmtree(folder, ignore_errors=True)  # throwaway CA and passwords: new every start
     _, partitions = _events_partitions()
     svc = start_secure_services(
-        SECURE_DIR,
+        folder,
         kafka_port=kafka_port,
         mtls_port=kafka_port + 1,
         mismatch_port=kafka_port + 2,
@@ -235,17 +242,17 @@ def cmd_up_secure(kafka_port: int | None, redis_port: int | None) -> int:
         f"gateway, processor-nowrite; the contract's topics and ACLs made"
     )
     print(f"redis (secured): TLS only {svc.redis_url}; users admin, processor, gateway; default off")
-    _print_secure_env()
+    _print_secure_env(folder)
     return 0
 
 
-def _print_secure_env() -> None:
+def _print_secure_env(folder: Path) -> None:
     for user in ("processor", "gateway"):
-        env_file = SECURE_DIR / f"{user}.env"
+        env_file = folder / f"{user}.env"
         print(f"# {user}: set -a; . {env_file}; set +a")
         with contextlib.suppress(OSError):
             print(env_file.read_text(), end="")
-    print(f"# addresses, CA, client certificate and password files: {SECURE_DIR / 'services.json'}")
+    print(f"# addresses, CA, client certificate and password files: {folder / 'services.json'}")
 
 
 def _contract_topics() -> Topics:

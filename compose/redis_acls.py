@@ -33,6 +33,9 @@ PROCESSOR_COMMANDS = (
     "zrem",
 )
 GATEWAY_COMMANDS = ("get", "hget", "hgetall", "zrange")
+# What redis-py's cluster client runs when it starts, on top (redis/asyncio/cluster.py finds the
+# nodes with CLUSTER SLOTS; redis/_parsers/commands.py reads the COMMAND table to route by key).
+CLUSTER_CLIENT_COMMANDS = ("cluster|slots", "command")
 
 
 def _rules(key_pattern: str, commands: tuple[str, ...]) -> list[str]:
@@ -48,13 +51,18 @@ USER_RULES: dict[str, list[str]] = {
 }
 
 
-def acl_file(passwords: Mapping[str, str]) -> str:
+def _cluster_extra(name: str) -> list[str]:
+    return [f"+{c}" for c in CLUSTER_CLIENT_COMMANDS] if name in ("processor", "gateway") else []
+
+
+def acl_file(passwords: Mapping[str, str], cluster: bool = False) -> str:
     """The ACL file (``--aclfile``): ``default`` off, each user with its password's SHA-256 only,
-    so the file holds no password."""
+    so the file holds no password; on a cluster's nodes with ``CLUSTER_CLIENT_COMMANDS`` too."""
     lines = ["user default off resetkeys resetchannels -@all"]
     for name, rules in USER_RULES.items():
         digest = hashlib.sha256(passwords[name].encode()).hexdigest()
-        lines.append(" ".join(["user", name, *rules, f"#{digest}"]))
+        extra = _cluster_extra(name) if cluster else []
+        lines.append(" ".join(["user", name, *rules, *extra, f"#{digest}"]))
     return "\n".join(lines) + "\n"
 
 
@@ -64,3 +72,8 @@ def render_setuser_commands(users: tuple[str, ...] = ("processor", "gateway")) -
     lines = [f"ACL SETUSER {name} {' '.join(USER_RULES[name])} >CHANGE-ME" for name in users]
     lines.append("ACL SETUSER default off")
     return lines
+
+
+def render_cluster_setuser_commands(users: tuple[str, ...] = ("processor", "gateway")) -> list[str]:
+    """What a Redis Cluster's users need on top of ``render_setuser_commands`` (on every node)."""
+    return [f"ACL SETUSER {name} {' '.join(_cluster_extra(name))}" for name in users]

@@ -58,15 +58,19 @@ class RedisCluster:
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
         self.nodes: dict[int, RedisServer] = {
-            port: RedisServer(
-                port=port,
-                data_dir=self.data_dir / f"node-{port}",
-                detached=detached,
-                extra_args=self._node_args(bus),
-            )
+            port: self._make_node(port, bus, detached)
             for port, bus in zip(self.ports, self.bus_ports, strict=True)
         }
         self.start_seconds: float | None = None
+
+    def _make_node(self, port: int, bus_port: int | None, detached: bool) -> RedisServer:
+        """One node's server (a TLS cluster makes TLS-only nodes)."""
+        return RedisServer(
+            port=port,
+            data_dir=self.data_dir / f"node-{port}",
+            detached=detached,
+            extra_args=self._node_args(bus_port),
+        )
 
     def _node_args(self, bus_port: int | None) -> list[str]:
         args = [
@@ -145,19 +149,32 @@ class RedisCluster:
                 "redis-tools (or redis-server, which depends on it)"
             )
         cmd = [
-            cli, "--cluster", "create",
+            cli, *self._cli_args(), "--cluster", "create",
             *(f"127.0.0.1:{p}" for p in self.ports),
             "--cluster-replicas", str(self.replicas),
             "--cluster-yes",
         ]  # fmt: skip
         res = subprocess.run(
-            cmd, capture_output=True, text=True, check=False, timeout=max(5.0, deadline - time.monotonic())
+            cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=max(5.0, deadline - time.monotonic()),
+            env=self._cli_env(),
         )
         if res.returncode != 0 or "[OK] All 16384 slots covered" not in res.stdout:
             raise LauncherError(
                 f"`{' '.join(cmd)}` failed:\n{(res.stdout + res.stderr)[-3000:]}\n"
                 f"(a data folder left by another cluster? remove {self.data_dir})"
             )
+
+    def _cli_args(self) -> list[str]:
+        """redis-cli's connection options (a TLS cluster adds its CA and user)."""
+        return []
+
+    def _cli_env(self) -> dict[str, str] | None:
+        """redis-cli's environment (None: this process's; a TLS cluster adds REDISCLI_AUTH)."""
+        return None
 
     def _known_nodes(self, port: int) -> int:
         info = self._cluster_info(port)

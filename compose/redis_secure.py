@@ -36,13 +36,16 @@ class SecureRedisServer(RedisServer):
         port: int | None = None,
         data_dir: Path | str = RUN_DIR / "redis-secure",
         detached: bool = False,
+        extra_args: list[str] | None = None,
+        cluster: bool = False,
     ) -> None:
         missing = set(USER_RULES) - set(passwords)
         if missing:
             raise LauncherError(f"the secured Redis needs passwords for {sorted(missing)}")
-        super().__init__(port=port, data_dir=data_dir, detached=detached)
+        super().__init__(port=port, data_dir=data_dir, detached=detached, extra_args=extra_args)
         self.pki = pki
         self.passwords = dict(passwords)
+        self.cluster = cluster  # a cluster node: its users may also run the cluster client's commands
 
     @property
     def acl_path(self) -> Path:
@@ -57,11 +60,25 @@ class SecureRedisServer(RedisServer):
         """``rediss://<user>@127.0.0.1:<port>/0``: the password comes from REDIS_PASSWORD_FILE."""
         return f"rediss://{user}@127.0.0.1:{self.port}/0"
 
+    @property
+    def conf_path(self) -> Path:
+        return self.data_dir / "secrets.conf"
+
     def _prepare(self) -> None:
         super()._prepare()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.acl_path.write_text(acl_file(self.passwords))
+        self.acl_path.write_text(acl_file(self.passwords, cluster=self.cluster))
         self.acl_path.chmod(0o600)
+        # A cluster node's replica logs in to its master as admin. The password goes in a config
+        # file (mode 0600), not on the command line, which `ps` shows to every user.
+        self.conf_path.touch(mode=0o600)
+        self.conf_path.chmod(0o600)
+        masterauth = f"masteruser admin\nmasterauth {self.passwords['admin']}\n" if self.cluster else ""
+        self.conf_path.write_text(masterauth)
+
+    def _command(self) -> list[str]:
+        binary, *args = super()._command()
+        return [binary, str(self.conf_path), *args]  # a config file must come first
 
     def _listen_args(self) -> list[str]:
         return [

@@ -27,7 +27,9 @@ from compose.certs import Pki, make_pki
 from compose.kafka_acls import AclBinding, Topics, as_principal, gateway_acls, processor_acls, without
 from compose.kafka_admin import KafkaAdmin
 from compose.kafka_secure import ADMIN, SecureKafkaBroker
+from compose.managed import LauncherError
 from compose.redis_acls import USER_RULES
+from compose.redis_cluster_secure import SecureRedisCluster
 from compose.redis_secure import SecureRedisServer
 
 KAFKA_USERS = ("admin", "processor", "gateway", "processor-nowrite")
@@ -85,6 +87,31 @@ class SecureServices:
 
     def kafka_password(self, user: str) -> str:
         return self.kafka_password_file(user).read_text()
+
+    def add_kafka_user(self, name: str) -> Path:
+        """A new SCRAM user (SCRAM-SHA-512 and -256, no PLAIN) made on the running broker, with
+        a random password in its file; no ACL. Returns the password file."""
+        self._check_runtime_user(name)
+        return self.set_kafka_password(name)
+
+    def set_kafka_password(self, name: str) -> Path:
+        """A new random password for a user made by ``add_kafka_user`` (a rotation): the broker
+        takes it, then the file holds it. The users made at start cannot: their PLAIN password
+        is written in the broker's configuration."""
+        self._check_runtime_user(name)
+        password = secrets.token_hex(16)
+        self.admin().set_scram_password(name, password)
+        path = self.kafka_password_file(name)
+        path.touch(mode=0o600)
+        path.write_text(password)
+        return path
+
+    @staticmethod
+    def _check_runtime_user(name: str) -> None:
+        if name in KAFKA_USERS:
+            raise LauncherError(f"{name} is made at start (its PLAIN password is fixed): add another user")
+        if not name.replace("-", "").replace("_", "").isalnum():
+            raise LauncherError(f"Kafka user {name!r}: letters, digits, '-' and '_' only")
 
     def admin(self, mechanism: str = "SCRAM-SHA-512") -> KafkaAdmin:
         """The broker's super user (``admin``): create topics, grant and revoke ACLs (blocking)."""
@@ -171,7 +198,7 @@ class SecureServices:
         self.stop()
 
 
-def _write_passwords(folder: Path, service: str, users: tuple[str, ...]) -> dict[str, str]:
+def write_passwords(folder: Path, service: str, users: tuple[str, ...]) -> dict[str, str]:
     secrets_dir = folder / "secrets"
     secrets_dir.mkdir(parents=True, exist_ok=True)
     secrets_dir.chmod(0o700)
@@ -183,6 +210,10 @@ def _write_passwords(folder: Path, service: str, users: tuple[str, ...]) -> dict
         path.chmod(0o600)
         path.write_text(passwords[user])  # no newline: the file is the password
     return passwords
+
+
+# The name of the first version, which the secure-clients branch imports (bench/secured_services.py).
+_write_passwords = write_passwords
 
 
 def start_secure_services(
@@ -213,7 +244,7 @@ def start_secure_services(
         svc._stops.append(lambda: shutil.rmtree(folder, ignore_errors=True))
     try:
         if kafka:
-            users = _write_passwords(folder, "kafka", KAFKA_USERS)
+            users = write_passwords(folder, "kafka", KAFKA_USERS)
             broker = SecureKafkaBroker(
                 svc.pki,
                 users,
@@ -229,7 +260,7 @@ def start_secure_services(
         if redis:
             server = SecureRedisServer(
                 svc.pki,
-                _write_passwords(folder, "redis", REDIS_USERS),
+                write_passwords(folder, "redis", REDIS_USERS),
                 port=redis_port,
                 data_dir=folder / "redis-secure",
                 detached=detached,
@@ -243,6 +274,17 @@ def start_secure_services(
         svc.stop()
         raise
     return svc
+
+
+def start_secure_cluster(
+    svc: SecureServices, data_dir: Path | str, timeout: float = 180.0
+) -> SecureRedisCluster:
+    """A TLS Redis Cluster (3 masters + 3 replicas, free ports) with ``svc``'s CA and Redis users
+    (the same password files); the caller stops it."""
+    passwords = {user: svc.redis_password(user) for user in REDIS_USERS}
+    cluster = SecureRedisCluster.on_free_ports(data_dir, pki=svc.pki, passwords=passwords)
+    cluster.start(timeout)
+    return cluster
 
 
 def _set_up_contract(admin: KafkaAdmin, topics: Topics, partitions: int) -> None:

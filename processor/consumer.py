@@ -7,7 +7,7 @@ import logging
 from aiokafka import AIOKafkaConsumer
 
 from processor.config import Settings
-from processor.connections import KafkaAccess
+from processor.connections import KafkaAccess, kafka_access
 from processor.cycle import CyclePolicy
 from processor.kafka_checks import AUTHORIZATION_ERRORS, refusal
 from processor.retrying import StopRequested
@@ -15,8 +15,9 @@ from processor.retrying import StopRequested
 log = logging.getLogger("processor")
 
 
-def events_consumer(s: Settings, kafka: KafkaAccess) -> AIOKafkaConsumer:
-    return kafka.consumer(
+def events_consumer(s: Settings, kafka: KafkaAccess | None = None) -> AIOKafkaConsumer:
+    """The events consumer, with the settings' security (or `kafka`'s, made from them once)."""
+    return (kafka or kafka_access(s)).consumer(
         group_id=s.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

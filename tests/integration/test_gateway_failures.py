@@ -24,7 +24,7 @@ async def test_no_verdict_is_504_with_retry_after_and_the_same_key_succeeds_once
     async with flow_factory() as flow:
         running = await flow.start_processor()
         async with (
-            running_gateway(flow, gateway_verdict_timeout_ms=1000) as gw,
+            running_gateway(flow, gateway_verdict_timeout_ms=1000, gateway_retry_after_seconds=7) as gw,
             httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
         ):
             me = bearer("u-late")
@@ -43,7 +43,7 @@ async def test_no_verdict_is_504_with_retry_after_and_the_same_key_succeeds_once
             assert r.status_code == 504, r.text
             timed_out = r.json()
             assert timed_out["error"] == "verdict_timeout" and "Idempotency-Key" in timed_out["detail"]
-            assert int(r.headers["retry-after"]) >= 0
+            assert r.headers["retry-after"] == "7"  # GATEWAY_RETRY_AFTER_SECONDS
             await flow.start_processor()
 
             # The first attempt is decided when the processor is back; a retry is the same event.
@@ -137,7 +137,11 @@ async def test_one_user_cannot_hold_every_place_it_gets_429_and_others_still_wai
     await flow._running[0].stop()  # no verdict comes: the calls stay in flight
     async with (
         running_gateway(
-            flow, gateway_max_in_flight=10, gateway_max_in_flight_per_user=2, gateway_verdict_timeout_ms=8000
+            flow,
+            gateway_max_in_flight=10,
+            gateway_max_in_flight_per_user=2,
+            gateway_verdict_timeout_ms=8000,
+            gateway_retry_after_seconds=7,
         ) as gw,
         httpx.AsyncClient(base_url=gw.url, timeout=10) as http,
     ):
@@ -154,7 +158,7 @@ async def test_one_user_cannot_hold_every_place_it_gets_429_and_others_still_wai
         r = await http.post("/v1/sessions/s-1/heartbeat", headers=greedy)
         assert (r.status_code, r.json()["error"]) == (429, "too_many_requests"), r.text
         assert "GATEWAY_MAX_IN_FLIGHT_PER_USER" in r.json()["detail"]
-        assert int(r.headers["retry-after"]) >= 0
+        assert r.headers["retry-after"] == "7"  # GATEWAY_RETRY_AFTER_SECONDS
         # Another user still gets a place (and, with no processor, its 504).
         other = asyncio.create_task(http.post("/v1/sessions", headers=bearer("u-modest")))
         await wait_until(in_flight(3), 5, what="the other user's call waiting")

@@ -19,14 +19,15 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 from aiokafka.helpers import create_ssl_context
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from compose.kafka_acls import AclBinding, processor_acls
+from compose.redis_cluster_secure import SecureRedisCluster
 from compose.secure_services import nowrite_acls
 from tests.secure_services import SecureEnv
-
-pytestmark = pytest.mark.timeout(240)
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -277,3 +278,72 @@ async def test_redis_refuses_the_default_user_a_wrong_password_and_plain_tcp(
     finally:
         for client in (anonymous, wrong, plain):
             await client.aclose()
+
+
+async def test_tls_redis_cluster_gives_each_user_its_rights_on_every_node(
+    secure_services: SecureEnv, secure_redis_cluster: SecureRedisCluster
+) -> None:
+    def cluster_client(user: str) -> RedisCluster:
+        return RedisCluster.from_url(
+            secure_redis_cluster.url_for(user),
+            password=secure_services.redis_password(user),
+            ssl_ca_certs=str(secure_services.ca_file),
+        )
+
+    processor, gateway = cluster_client("processor"), cluster_client("gateway")
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"sc:{{{tag}-{i}}}:k" for i in range(12)]
+    assert len({key_slot(k.encode()) for k in keys}) == len(keys)  # 12 slots: spread over the masters
+    try:
+        sha = await processor.script_load("return redis.call('SET', KEYS[1], ARGV[1])")
+        for key in keys:
+            await processor.evalsha(sha, 1, key, "v")
+        assert [await gateway.get(k) for k in keys] == [b"v"] * len(keys)
+        with pytest.raises(NoPermissionError):
+            await gateway.set(keys[0], "w")
+        with pytest.raises(NoPermissionError):
+            await processor.set(f"other:{tag}", "v")
+    finally:
+        await processor.aclose()
+        await gateway.aclose()
+
+
+async def test_a_user_made_at_run_time_authenticates_and_a_rotated_password_replaces_the_old(
+    secure_services: SecureEnv,
+) -> None:
+    user = await secure_services.admin.add_user("rotating")
+    host, port = _host_port(secure_services.bootstrap)
+
+    async def handshake(password: str) -> None:
+        conn = await create_conn(
+            host,
+            port,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_plain_username=user,
+            sasl_plain_password=password,
+            ssl_context=create_ssl_context(cafile=str(secure_services.ca_file)),
+        )
+        conn.close()
+
+    old = secure_services.kafka_password(user)
+    await handshake(old)
+    await secure_services.admin.rotate_password(user)
+    new = secure_services.kafka_password(user)
+    assert new != old
+    await handshake(new)
+    with pytest.raises(SaslAuthenticationFailed):
+        await handshake(old)
+
+
+async def test_no_password_shows_in_the_services_logs_or_printed_settings(secure_services: SecureEnv) -> None:
+    services = secure_services.services
+    assert services.broker is not None and services.redis is not None
+    passwords = [p.read_text() for p in (services.folder / "secrets").glob("*.password")]
+    assert len(passwords) >= 7
+    logs = [services.broker.log_file, services.broker.output_log, services.redis.output_log]
+    shown = "".join(path.read_text(errors="replace") for path in logs if path.exists())
+    shown += repr(secure_services.env("processor")) + repr(secure_services.env("gateway"))
+    shown += repr(services.describe())
+    assert "SASL_SSL" in shown  # the broker's log is read, not an empty file
+    assert not [p for p in passwords if p in shown]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+import re
 import time
 import uuid
 
@@ -87,6 +90,11 @@ def test_random_ids_are_a_canonical_uuid4_and_128_random_bits():
         sid = new_session_id("u1", None)
         parsed = uuid.UUID(sid)
         assert str(parsed) == sid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
-    eid = event_id("u1", "start", "s1", None, None)
-    assert eid.startswith("gw-") and len(eid) == 35 and int(eid[3:], 16) >= 0
-    assert len({event_id("u1", "start", "s1", None, None) for _ in range(1000)}) == 1000
+    eids = [event_id("u1", "start", "s1", None, None) for _ in range(1000)]
+    assert all(re.fullmatch(r"gw-[0-9a-f]{32}", eid) for eid in eids), eids[0]
+    assert len(set(eids)) == 1000
+    # 128 random bits: each of them is 1 in some id and 0 in another (a uuid4's fixed version
+    # and variant bits would not be); by chance a bit is stuck with odds of about 2**-990.
+    bits = [int(eid[3:], 16) for eid in eids]
+    assert functools.reduce(operator.or_, bits) == 2**128 - 1
+    assert functools.reduce(operator.and_, bits) == 0

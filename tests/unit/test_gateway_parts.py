@@ -271,7 +271,11 @@ def test_the_auth_secret_must_not_be_the_playback_token_secret_unless_in_develop
         load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=SECRET)
     with pytest.raises(SettingsError, match="GATEWAY_AUTH_SECRET equals JWT_SECRET"):
         load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=SECRET, gateway_on_timeout="allow")
-    assert load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=OTHER).jwt_secret is not None
+    distinct = load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=OTHER)
+    assert (distinct.gateway_auth_secret.get_secret_value(), distinct.jwt_secret.get_secret_value()) == (
+        SECRET,
+        OTHER,
+    )
     dev = load_gateway_settings(gateway_auth_secret=SECRET, jwt_secret=SECRET, allow_insecure_dev_secret=True)
     assert dev.allow_insecure_dev_secret
 

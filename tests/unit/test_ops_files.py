@@ -25,6 +25,7 @@ PROVISIONING = ROOT / "ops" / "grafana" / "provisioning"
 PROMETHEUS_CONFIG = ROOT / "ops" / "prometheus" / "prometheus.yml"
 # Where `make system-deps` unpacks Debian's promtool (ops/prometheus-binaries.sh).
 LOCAL_PROMTOOL = ROOT / "compose" / ".cache" / "prometheus" / "promtool"
+PROMTOOL_MISSING = "promtool is not installed (make system-deps unpacks Debian's into compose/.cache)"
 
 
 def promtool() -> str | None:
@@ -108,9 +109,7 @@ def test_provisioning_files_point_at_the_dashboards_and_prometheus_loads_the_rul
 
 
 def test_every_query_parses_with_promtool(tmp_path: Path):
-    tool = promtool()
-    if tool is None:
-        pytest.skip("promtool is not installed (make system-deps unpacks Debian's into compose/.cache)")
+    tool = ops_queries.require_installed(promtool(), PROMTOOL_MISSING)
     # The dashboard's queries as recording rules, so that promtool parses them too.
     records = [
         {"record": f"dashboard:query_{i}", "expr": q.expr}
@@ -127,9 +126,7 @@ def test_every_query_parses_with_promtool(tmp_path: Path):
 
 def test_the_alerts_fire_when_their_unit_tests_say():
     """ops/prometheus/alerts_test.yml: synthetic series in, which alerts fire when (thresholds, `for`)."""
-    tool = promtool()
-    if tool is None:
-        pytest.skip("promtool is not installed (make system-deps unpacks Debian's into compose/.cache)")
+    tool = ops_queries.require_installed(promtool(), PROMTOOL_MISSING)
     done = subprocess.run(
         [tool, "test", "rules", "alerts_test.yml"],
         cwd=ops_queries.ALERTS.parent,
@@ -138,6 +135,32 @@ def test_the_alerts_fire_when_their_unit_tests_say():
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_alert_has_a_rules_test_case_where_it_fires():
+    """An alert added or renamed without a promtool case for the situation it exists for fails here."""
+    rules = yaml.safe_load(ops_queries.ALERTS.read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    cases = yaml.safe_load((ops_queries.ALERTS.parent / "alerts_test.yml").read_text())["tests"]
+    seen_firing = {
+        check["alertname"] for case in cases for check in case["alert_rule_test"] if check["exp_alerts"]
+    }
+    assert not alerts - seen_firing, (
+        f"alerts with no case in alerts_test.yml where they fire: {sorted(alerts - seen_firing)}"
+    )
+    assert not seen_firing - alerts, (
+        f"cases for alerts alerts.yml does not have: {sorted(seen_firing - alerts)}"
+    )
+
+
+def test_a_missing_tool_skips_the_check_on_a_workstation_and_fails_it_in_ci(monkeypatch: pytest.MonkeyPatch):
+    assert ops_queries.require_installed("/usr/bin/promtool", PROMTOOL_MISSING) == "/usr/bin/promtool"
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="promtool is not installed"):
+        ops_queries.require_installed(None, PROMTOOL_MISSING)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="in CI this check must run"):
+        ops_queries.require_installed(None, PROMTOOL_MISSING)
 
 
 def test_every_query_selects_a_metric():

@@ -1,6 +1,9 @@
-"""EVENT_PARTITIONER's three hashes against known vectors, and what a mismatch says and counts.
+"""EVENT_PARTITIONER's three hashes against known vectors and against librdkafka's own
+partitioners (confluent-kafka exposes them as functions: no broker needed), and what a mismatch
+says and counts. Never against a second reading of the formulas: an oracle written by the same
+reader shares its misreadings.
 
-The hashes are also checked against librdkafka itself, through a real broker, in
+The hashes are also checked against librdkafka's producer, through a real broker, in
 tests/integration/test_partitioners.py.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import zlib
 
+import confluent_kafka as librdkafka
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
@@ -43,8 +47,18 @@ JAVA_MURMUR2 = {
     b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
     b"abc": 479470107,
 }
-# 32-bit FNV-1a test vectors of the FNV reference (isthe.com/chongo/src/fnv/test_fnv.c).
-FNV1A_32 = {b"": 0x811C9DC5, b"a": 0xE40C292C, b"foobar": 0xBF9CF968}
+# 32-bit FNV-1a test vectors of the FNV reference (isthe.com/chongo/src/fnv/test_fnv.c), and
+# Sarama's key whose hash is 2**31, int32's minimum (partitioner_test.go, TestHashPartitionerMinInt32).
+FNV1A_32 = {b"": 0x811C9DC5, b"a": 0xE40C292C, b"foobar": 0xBF9CF968, b"1468509572224": 0x80000000}
+# Sarama's CRC-32 partitions of 100 (partitioner_test.go, TestConsistentCRCHashPartitioner):
+# "SheetJS" hashes to 2647669026, 26 unsigned mod 100 where the signed hash would give 70.
+SARAMA_CRC32_OF_100 = {
+    b"abc123def456": 57,
+    b"SheetJS": 26,
+    b"9e8c7f4cf45857cfff7645d6": 24,
+    b"3900446192ff85a5f67da10c": 75,
+    b"0f4407b7a67d6d27de372198": 50,
+}
 
 keys = st.binary(min_size=1, max_size=64)
 counts = st.integers(min_value=1, max_value=1000)
@@ -57,9 +71,10 @@ def test_murmur2_places_a_key_as_javas_client_does(key: bytes, partitions: int):
 
 
 @given(keys, counts)
-def test_murmur2_is_aiokafkas_default_partitioner(key: bytes, partitions: int):
+def test_murmur2_is_aiokafkas_default_partitioner_and_librdkafkas_murmur2(key: bytes, partitions: int):
     every = list(range(partitions))
     assert murmur2_partition(key, partitions) == DefaultPartitioner()(key, every, every)
+    assert murmur2_partition(key, partitions) == librdkafka.murmur2(key, partitions)
 
 
 def test_crc32_is_the_unsigned_zlib_crc():
@@ -70,9 +85,14 @@ def test_crc32_is_the_unsigned_zlib_crc():
     assert ((0xCBF43926 - 2**32) % 7, abs(0xCBF43926 - 2**32) % 7) == (1, 6)
 
 
+@pytest.mark.parametrize(("key", "partition"), sorted(SARAMA_CRC32_OF_100.items()))
+def test_crc32_places_a_key_as_saramas_consistent_crc_partitioner_does(key: bytes, partition: int):
+    assert crc32_partition(key, 100) == partition
+
+
 @given(keys, counts)
-def test_crc32_partition_is_crc32_mod_n(key: bytes, partitions: int):
-    assert crc32_partition(key, partitions) == zlib.crc32(key) % partitions
+def test_crc32_partition_is_librdkafkas_consistent_partitioner(key: bytes, partitions: int):
+    assert crc32_partition(key, partitions) == librdkafka.consistent(key, partitions)
 
 
 @pytest.mark.parametrize(("key", "hash_"), sorted(FNV1A_32.items()))
@@ -90,14 +110,14 @@ def test_fnv1a_takes_the_absolute_truncated_remainder_of_the_signed_hash():
     assert fnv1a_32(b"u1") == 0x0442A7F3 and fnv1a_partition(b"u1", 7) == 0x0442A7F3 % 7
 
 
+def test_fnv1a_places_int32s_minimum_in_range_as_sarama_and_librdkafka_do():
+    # Sarama: int32(2**31) % 50 = -48, negated to 48; no overflow, the remainder is small.
+    assert fnv1a_partition(b"1468509572224", 50) == 48 == librdkafka.fnv1a(b"1468509572224", 50)
+
+
 @given(keys, counts)
-def test_fnv1a_partition_follows_the_contracts_definition(key: bytes, partitions: int):
-    h = 0x811C9DC5
-    for byte in key:
-        h = ((h ^ byte) * 0x01000193) % 2**32
-    signed = h - 2**32 if h >= 2**31 else h
-    remainder = abs(signed) % partitions * (-1 if signed < 0 else 1)  # truncated toward zero
-    assert fnv1a_partition(key, partitions) == abs(remainder)
+def test_fnv1a_partition_is_librdkafkas_fnv1a_partitioner(key: bytes, partitions: int):
+    assert fnv1a_partition(key, partitions) == librdkafka.fnv1a(key, partitions)
 
 
 @given(st.sampled_from(EVENT_PARTITIONERS), keys, counts)

@@ -86,7 +86,8 @@ def test_each_result_code_yields_the_contract_decision_reason_and_token_rule(
     assert (verdict["activeStreams"], verdict["maxStreams"], verdict["decidedAt"]) == (2, 3, NOW)
     if holds_lease:
         assert verdict["leaseExpiresAt"] == EXPIRES
-        assert verdict["token"] is not None
+        claims = jwt.decode(verdict["token"], SECRET, algorithms=["HS256"], options={"verify_exp": False})
+        assert (claims["sub"], claims["sid"]) == (verdict["userId"], verdict["sessionId"])
     else:
         assert verdict["leaseExpiresAt"] is None
         assert verdict["token"] is None
@@ -117,10 +118,17 @@ def test_verdict_carries_the_event_ids_and_exactly_the_contract_keys(kind: str, 
     assert (verdict["userId"], verdict["sessionId"], verdict["eventId"]) == ("u-7", "s-7", "e-7")
 
 
+def assert_is_the_verdict_model_exactly(value: bytes) -> None:
+    """Validates, and every key is a model field holding its value as is: the model ignores
+    unknown keys, so a key misspelt in the record would otherwise pass unseen."""
+    parsed = Verdict.model_validate_json(value)
+    assert parsed.model_dump(mode="json", exclude_unset=True) == orjson.loads(value)
+
+
 @pytest.mark.parametrize(("kind", "code"), [(k, c) for k, c, *_ in RULE_TABLE])
 def test_every_verdict_validates_against_the_verdict_model(kind: str, code: int) -> None:
-    for value in build_verdicts(ev(kind), result(code), TOPIC, 0, 1, SIGNER):
-        Verdict.model_validate_json(value)
+    [value] = build_verdicts(ev(kind), result(code), TOPIC, 0, 1, SIGNER)
+    assert_is_the_verdict_model_exactly(value)
 
 
 def test_same_user_and_event_id_at_different_offsets_share_the_verdict_id() -> None:
@@ -195,8 +203,10 @@ def test_evicted_sessions_get_revoke_verdicts_after_the_events_own() -> None:
 
 def test_revoke_verdicts_validate_against_the_verdict_model() -> None:
     res = [*result(rules.STARTED), ["s-old"]]
-    for value in build_verdicts(ev(), res, TOPIC, 0, 1, SIGNER):
-        Verdict.model_validate_json(value)
+    own, revoke = build_verdicts(ev(), res, TOPIC, 0, 1, SIGNER)
+    assert orjson.loads(revoke)["decision"] == "revoke"
+    assert_is_the_verdict_model_exactly(own)
+    assert_is_the_verdict_model_exactly(revoke)
 
 
 def test_revoke_verdict_ids_are_stable_across_redelivery_at_another_offset() -> None:
@@ -216,7 +226,7 @@ def test_output_is_byte_identical_across_calls_and_signer_instances(event_id: st
     first = build_verdicts(ev(event_id=event_id), res, TOPIC, 1, 7, SIGNER)
     second = build_verdicts(ev(event_id=event_id), list(res), TOPIC, 1, 7, HS256Signer(SECRET.encode()))
     assert first == second
-    assert all(isinstance(v, bytes) for v in first)
+    assert len(first) == 2 and all(isinstance(v, bytes) for v in first)  # the verdict and a revoke
 
 
 # --------------------------------------------------------------------------------------------
