@@ -36,7 +36,7 @@ constraints: ## re-pin constraints.txt from a fresh install: kept pins stay, new
 	@rm -rf $(PIN_VENV) && mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	@echo "$(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pins; \`make install\` brings .venv to them"
 
-system-deps: install ## make sure redis-server, the Apache Kafka jars (Java + Maven) and Prometheus (for the rules tests) are available
+system-deps: install ## make sure redis-server, chromium + chromedriver (console tests), the Apache Kafka jars (Java + Maven) and Prometheus (for the rules tests) are available
 	$(PY) -m compose.launcher ensure
 	@bash ops/prometheus-binaries.sh
 

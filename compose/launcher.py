@@ -48,6 +48,7 @@ import sys
 import time
 from pathlib import Path
 
+from compose.chromium import ensure_chromium
 from compose.docker_compose import COMPOSE_FILE, docker_compose, docker_engine_available
 from compose.kafka_acls import Topics
 from compose.kafka_broker import (
@@ -337,7 +338,9 @@ def cmd_ensure() -> int:
     redis = ensure_redis_server()
     jars = ensure_kafka_jars()
     find_java()
+    browser, driver = ensure_chromium()  # the support console's browser tests
     print(f"redis-server: {redis}")
+    print(f"chromium:     {browser} (driver {driver})")
     print(f"kafka jars:   {jars} (Apache Kafka {kafka_version(jars)})")
     return 0
 

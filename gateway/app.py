@@ -22,10 +22,15 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from gateway import parsing
-from gateway.auth import TokenCache, make_verifier
-from gateway.calls import CallRoutes, bad_request_detail, too_large, unauthorized
+from gateway.auth import MAX_AUTHORIZATION_BYTES, TokenCache, make_verifier
+from gateway.calls import CallRoutes, bad_request_detail, header_too_large, too_large, unauthorized
+from gateway.console.routes import console_routes
+from gateway.console.service import ConsoleService
+from gateway.console.settings import ConsoleSettings
+from gateway.console.support_auth import SupportAuth
 from gateway.models import (
     ErrorBody,
     HealthBody,
@@ -43,20 +48,54 @@ _WHAT = {
     "before it is read)",
     401: "missing, malformed, badly signed or expired token, or a playback token (sid claim)",
     429: "this user has GATEWAY_MAX_IN_FLIGHT_PER_USER calls waiting already: retry after Retry-After",
+    431: f"header_too_large: the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes "
+    "(refused before it is read as a token)",
     503: "not ready, or too many calls in flight: retry after Retry-After",
     504: "no verdict in time: retry with the same Idempotency-Key",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before a retry (GATEWAY_RETRY_AFTER_SECONDS)",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "required": True, "schema": {"type": "string"}}},
+    429: _RETRY_AFTER,
+    503: _RETRY_AFTER,
+    504: _RETRY_AFTER,
 }
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": TimeoutBody if s == 504 else ErrorBody, "description": _WHAT[s]} for s in statuses}
+    """The error answers: the {"error", "detail"} body (504's with its eventId) and their headers."""
+    return {
+        s: {
+            "model": TimeoutBody if s == 504 else ErrorBody,
+            "description": _WHAT[s],
+            **({"headers": _HEADERS[s]} if s in _HEADERS else {}),
+        }
+        for s in statuses
+    }
 
 
 def _verdict(status: int, description: str) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": VerdictBody, "description": description}}
 
 
-_CALL_ERRORS = _errors(400, 401, 429, 503, 504)
+_CALL_ERRORS = _errors(400, 401, 429, 431, 503, 504)
+
+
+def allowed_methods(routes: list[BaseRoute], scope: dict) -> str:
+    """Every method served at the scope's path. Starlette's 405 names the first matching route's
+    only, so a PUT on /v1/sessions said `Allow: POST` though GET is served there too."""
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def _respond(answer: Answer) -> Response:
@@ -77,17 +116,26 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> GatewayApp:
+def create_app(
+    settings: GatewaySettings, gateway: Gateway | None = None, console: ConsoleSettings | None = None
+) -> GatewayApp:
     gw = gateway or Gateway(settings)
-    tokens = TokenCache(make_verifier(settings))
+    tokens = TokenCache(make_verifier(settings), settings.gateway_token_cache_bytes)
+    gw.metrics.watch_token_cache(tokens)
     calls = CallRoutes(gw, tokens)
+    console = console or ConsoleSettings()
+    support = ConsoleService(settings, console, gw) if console.console_enabled else None  # /console
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         gw.start()
+        if support is not None:
+            support.start()
         try:
             yield
         finally:
+            if support is not None:
+                await support.stop()
             await gw.stop()
 
     app = GatewayApp(
@@ -99,11 +147,18 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
         redoc_url=None,
     )
     app.state.gateway = gw
+    app.state.console = support
     app.calls = calls
+    if support is not None:  # the support console (gateway/console/), outside the OpenAPI document
+        app.router.routes.extend(console_routes(support, SupportAuth(tokens.verifier)))
 
     @app.exception_handler(parsing.Unauthorized)
     async def _unauthorized(_request: Request, exc: parsing.Unauthorized) -> Response:
         return _respond(unauthorized(exc.detail))
+
+    @app.exception_handler(parsing.HeaderTooLarge)
+    async def _header_too_large(_request: Request, exc: parsing.HeaderTooLarge) -> Response:
+        return _respond(header_too_large(exc.detail))
 
     @app.exception_handler(parsing.NotJson)
     async def _not_json(_request: Request, _exc: parsing.NotJson) -> Response:
@@ -118,10 +173,14 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
         return _respond(error(400, "bad_request", bad_request_detail(exc)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         answer = error(exc.status_code, code, str(exc.detail))
-        return Response(answer.body, exc.status_code, headers={**answer.headers, **(exc.headers or {})})
+        headers = {**answer.headers, **(exc.headers or {})}
+        if exc.status_code == 405:
+            headers.pop("Allow", None)
+            headers["allow"] = allowed_methods(app.router.routes, request.scope)
+        return Response(answer.body, exc.status_code, headers=headers)
 
     @app.post(
         "/v1/sessions",
@@ -178,7 +237,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Gat
     @app.get(
         "/v1/sessions",
         summary="the caller's active sessions, from Redis",
-        responses={200: {"model": SessionsBody, "description": "active leases"}, **_errors(401, 503)},
+        responses={200: {"model": SessionsBody, "description": "active leases"}, **_errors(401, 431, 503)},
         openapi_extra={"security": [{"bearer": []}]},
         response_class=Response,
     )

@@ -16,9 +16,10 @@ types only: a time claim that is a boolean or a numeric string, or a signature w
 padding, is refused; the unit tests hold both to the same answers otherwise. Public keys go
 through PyJWT.
 
-`TokenCache` remembers the callers of recently verified Authorization values (a player sends
-the same token with every heartbeat), bounded and only until the token's own `exp`, so a
-repeated token costs one dict lookup and one clock read instead of a JSON parse and an HMAC.
+`TokenCache` remembers the callers of recently verified tokens (a player sends the same token
+with every heartbeat), within a byte budget and only until the token's own `exp`, so a repeated
+token costs a header split, one dict lookup and one clock read instead of a JSON parse and an
+HMAC.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class AuthError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
     user_id: str
     plan: str | None
@@ -170,45 +171,82 @@ class Verifier:
         return claims
 
 
+MAX_AUTHORIZATION_BYTES = 8192  # the Authorization header, "Bearer " included: past it, 431 (parsing.py)
+
+
 def bearer_token(authorization: bytes) -> str:
-    """The token of an `Authorization: Bearer <token>` value (latin-1, as HTTP headers are read)."""
+    """The token of an `Authorization: Bearer <token>` value (latin-1, as HTTP headers are read):
+    the scheme in any case, any whitespace around the token."""
     scheme, _, token = authorization.decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if not token or scheme.lower() != "bearer":
         raise AuthError("send Authorization: Bearer <JWT> (another scheme was sent)")
-    return token.strip()
+    return token
+
+
+# What an entry costs beyond its strings' characters: the dict slot, the entry tuple, the Caller,
+# the str headers and its place in its user's list. tracemalloc measured 350-420 bytes in a cache
+# being filled and up to about 500 in a full one that evicts (the dicts' slack); rounded up, so the
+# real memory stays under the budget (test_gateway_token_cache measures it).
+ENTRY_OVERHEAD_BYTES = 640
+TOKENS_PER_USER = 8  # one user's devices and a refresh overlapping the old token; a 9th evicts its oldest
 
 
 class TokenCache:
-    """Callers by the Authorization header's bytes: at most `size` of them, each until its `exp`.
+    """Callers by their token (the parsed credential, so every spelling of one header is one
+    entry), each until its `exp`, within `max_bytes` of memory.
 
     Only valid tokens are kept (a refused one is checked again each time, so its answer cannot
-    go stale, and nobody can fill the cache without tokens signed with the gateway's key); an
-    entry is a few hundred bytes, so the bound keeps it to some tens of MB. Insertion order is
-    the eviction order: the oldest entry goes when a new one needs its place (a bound, not an
-    LRU: a hit does not move its entry, which keeps a hit to one lookup). `nbf`/`iat` in the
-    future were refused before an entry exists, and time only moves on, so the expiry is the one
-    check a hit needs.
+    go stale, and nobody can fill the cache without tokens signed with the gateway's key). A user
+    holds at most TOKENS_PER_USER entries: a new one evicts that user's own oldest, so one player
+    with many tokens cannot flush everyone else's. Past the byte budget the oldest entry of all
+    goes (a bound, not an LRU: a hit does not move its entry, which keeps a hit to one lookup).
+    `nbf`/`iat` in the future were refused before an entry exists, and time only moves on, so the
+    expiry is the one check a hit needs.
     """
 
-    def __init__(self, verifier: Verifier, size: int = 65_536) -> None:
+    def __init__(self, verifier: Verifier, max_bytes: int = 16 * 1024 * 1024) -> None:
         self.verifier = verifier
-        self.size = size
-        self._callers: dict[bytes, tuple[Caller, int]] = {}
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the entries' accounted cost, at most max_bytes
+        self._entries: dict[str, tuple[Caller, int, int]] = {}  # token -> (caller, exp, cost)
+        self._by_user: dict[str, list[str]] = {}  # user -> its tokens, oldest first
 
     def caller(self, authorization: bytes) -> Caller:
-        hit = self._callers.get(authorization)
+        token = bearer_token(authorization)
+        hit = self._entries.get(token)
         if hit is not None:
             if hit[1] > time.time():
                 return hit[0]
-            del self._callers[authorization]  # expired: the check below says so
-        caller, exp = self.verifier.verified(bearer_token(authorization))
-        if len(self._callers) >= self.size:
-            del self._callers[next(iter(self._callers))]
-        self._callers[authorization] = (caller, exp)
+            self._forget(token)  # expired: the check below says so
+        caller, exp = self.verifier.verified(token)
+        self._remember(token, caller, exp)
         return caller
 
+    def _remember(self, token: str, caller: Caller, exp: int) -> None:
+        # A valid token is ASCII (a byte a character); the ids may take up to 4 bytes a character.
+        cost = ENTRY_OVERHEAD_BYTES + len(token) + 4 * (len(caller.user_id) + len(caller.plan or ""))
+        if cost > self.max_bytes:
+            return  # a budget of 0 turns the cache off
+        mine = self._by_user.get(caller.user_id)
+        if mine is not None and len(mine) >= TOKENS_PER_USER:
+            self._forget(mine[0])
+        while self.bytes + cost > self.max_bytes:
+            self._forget(next(iter(self._entries)))
+        self._entries[token] = (caller, exp, cost)
+        self.bytes += cost
+        self._by_user.setdefault(caller.user_id, []).append(token)  # after the evictions: fresh
+
+    def _forget(self, token: str) -> None:
+        caller, _exp, cost = self._entries.pop(token)
+        self.bytes -= cost
+        mine = self._by_user[caller.user_id]
+        mine.remove(token)
+        if not mine:
+            del self._by_user[caller.user_id]
+
     def __len__(self) -> int:
-        return len(self._callers)
+        return len(self._entries)
 
 
 def make_verifier(settings: GatewaySettings) -> Verifier:

@@ -46,6 +46,10 @@ def unauthorized(detail: str) -> Answer:
     return answer
 
 
+def header_too_large(detail: str) -> Answer:
+    return error(431, "header_too_large", detail)
+
+
 def too_large(detail: str) -> Answer:
     # 400 as all bad input (the contract); the connection is closed as the body is not read.
     answer = error(400, "too_large", detail)
@@ -57,6 +61,8 @@ def input_error(exc: Exception) -> Answer | None:
     """The answer to bad input raised by parsing.py (None: not bad input)."""
     if isinstance(exc, parsing.Unauthorized):
         return unauthorized(exc.detail)
+    if isinstance(exc, parsing.HeaderTooLarge):
+        return header_too_large(exc.detail)
     if isinstance(exc, RequestValidationError):
         return error(400, "bad_request", bad_request_detail(exc))
     if isinstance(exc, parsing.NotJson):
@@ -112,7 +118,7 @@ class CallRoutes:
         return None if handler is None else (handler, found["sessionId"])
 
     async def dispatch(self, handler: Handler, path_id: str, scope: dict, receive, send) -> None:
-        """Serve one call: its answer, 400/401 for bad input, a bare 500 (re-raised) otherwise."""
+        """Serve one call: its answer, 400/401/431 for bad input, a bare 500 (re-raised) otherwise."""
         try:
             answer = await handler(scope, receive, path_id)
         except parsing.Disconnected:

@@ -3,6 +3,8 @@
 concurrency-gateway                          serve on GATEWAY_HOST:GATEWAY_PORT
 concurrency-gateway token USER [--plan P] [--ttl S]
                                              a bearer token signed with GATEWAY_AUTH_SECRET
+concurrency-gateway support-token AGENT [--ttl S]
+                                             a support console token (role=support) for AGENT
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.auth import dev_token
+from gateway.console.support_auth import support_token
 from gateway.settings import GatewaySettings, load_gateway_settings
 from processor.config import SettingsError
 from processor.connections import kafka_access
@@ -79,15 +82,21 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("user")
     token.add_argument("--plan", default=None, help="the token's plan claim (the policy by plan)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+    support = commands.add_parser("support-token", help="print a support console token (role=support)")
+    support.add_argument("agent", help="the support principal (the token's sub)")
+    support.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
     args = parser.parse_args(argv)
     try:
         settings = load_gateway_settings()
     except SettingsError as exc:
         print(exc, file=sys.stderr)  # noqa: T201 - the command's error
         return 2
-    if args.command == "token":
+    if args.command in ("token", "support-token"):
         try:
-            print(dev_token(settings, args.user, args.plan, args.ttl))  # noqa: T201 - the output
+            if args.command == "token":
+                print(dev_token(settings, args.user, args.plan, args.ttl))  # noqa: T201 - the output
+            else:
+                print(support_token(settings, args.agent, args.ttl))  # noqa: T201 - the output
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)  # noqa: T201
             return 2

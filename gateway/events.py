@@ -29,6 +29,7 @@ from processor.kafka_checks import (
 )
 from processor.partitioning import check_partitioner, key_partitioner
 from processor.replies import PARTITION_HEADER, TOPIC_HEADER
+from processor.wire import ISSUED_BY_HEADER
 
 # A fixed namespace: the same (user, key) names the same session on every instance, forever.
 _SESSION_NAMESPACE = uuid.UUID("7d0c1f4e-3a51-4f55-9c43-5b9f0f1c2a77")
@@ -143,10 +144,20 @@ class EventPublisher:
         assert self._partition_of is not None, "events_partitions() first"
         return self._partition_of(user_id.encode())
 
-    async def publish(self, user_id: str, value: bytes, timestamp_ms: int, reply_partition: int) -> None:
-        """Send one event and wait for its ack (raises KafkaError when it cannot be written)."""
+    async def publish(
+        self,
+        user_id: str,
+        value: bytes,
+        timestamp_ms: int,
+        reply_partition: int,
+        issued_by: str | None = None,
+    ) -> None:
+        """Send one event and wait for its ack (raises KafkaError when it cannot be written).
+        `issued_by`: the `issued-by` header's value (the support console's terminate)."""
         assert self._producer is not None and self._partition_of is not None
         headers = [(TOPIC_HEADER, self._replies_topic), (PARTITION_HEADER, str(reply_partition).encode())]
+        if issued_by is not None:
+            headers.append((ISSUED_BY_HEADER, issued_by.encode()))
         key = user_id.encode()
         ack = await self._producer.send(
             self.events_topic,

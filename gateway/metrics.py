@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from gateway.auth import TokenCache
 
 
 class GatewayMetrics:
@@ -44,3 +49,16 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.token_cache_bytes = Gauge(
+            "gateway_token_cache_bytes",
+            "Memory accounted to the callers of verified tokens (at most GATEWAY_TOKEN_CACHE_BYTES)",
+            registry=r,
+        )
+        self.token_cache_entries = Gauge(
+            "gateway_token_cache_entries", "Verified tokens remembered until their exp", registry=r
+        )
+
+    def watch_token_cache(self, tokens: TokenCache) -> None:
+        """Read at each scrape, never on the calls' path."""
+        self.token_cache_bytes.set_function(lambda: tokens.bytes)
+        self.token_cache_entries.set_function(lambda: len(tokens))

@@ -73,7 +73,10 @@ class VerdictBody(Verdict):
 
 
 class ErrorBody(BaseModel):
-    error: str = Field(description="a code: bad_request, not_json, unauthorized, verdict_timeout, ...")
+    error: str = Field(
+        description="a code: bad_request, not_json, too_large, unauthorized, header_too_large, "
+        "too_many_requests, unavailable, overloaded, verdict_timeout"
+    )
     detail: str = Field(description="what to fix or do next")
 
 

@@ -17,7 +17,7 @@ import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from gateway.auth import AuthError, Caller, TokenCache
+from gateway.auth import MAX_AUTHORIZATION_BYTES, AuthError, Caller, TokenCache
 from gateway.models import PathId
 from processor.wire import MAX_VALUE_BYTES
 
@@ -31,6 +31,13 @@ _CONTENT_LENGTH = b"content-length"
 
 
 class Unauthorized(Exception):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+class HeaderTooLarge(Exception):
+    """An Authorization header over MAX_AUTHORIZATION_BYTES: 431, before it is parsed or kept."""
+
     def __init__(self, detail: str) -> None:
         self.detail = detail
 
@@ -62,6 +69,8 @@ def caller(scope: dict, tokens: TokenCache) -> Caller:
     authorization = header(scope, _AUTHORIZATION)
     if not authorization:
         raise Unauthorized("send Authorization: Bearer <JWT>")
+    if len(authorization) > MAX_AUTHORIZATION_BYTES:
+        raise HeaderTooLarge(f"the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes")
     try:
         return tokens.caller(authorization)
     except AuthError as exc:

@@ -194,16 +194,32 @@ class Gateway:
 
     # -- calls --------------------------------------------------------------------------
     async def call(
-        self, kind: str, caller: Caller, session_id: str, key: str | None, **fields: str | None
+        self,
+        kind: str,
+        caller: Caller,
+        session_id: str,
+        key: str | None,
+        *,
+        issued_by: str | None = None,
+        **fields: str | None,
     ) -> Answer:
-        """Publish the event of one call and answer with its verdict (or the timeout's answer)."""
+        """Publish the event of one call and answer with its verdict (or the timeout's answer).
+
+        `issued_by`: the support console's agent (`support:<sub>`), sent as the event's
+        `issued-by` header; the verdicts then carry it as `issuedBy` (the contract)."""
         eid = event_id(caller.user_id, kind, session_id, fields.get("targetSessionId"), key)
-        answer = await self._call(kind, caller, session_id, eid, fields)
+        answer = await self._call(kind, caller, session_id, eid, fields, issued_by)
         self._counted(kind, answer.status).inc()
         return answer
 
     async def _call(
-        self, kind: str, caller: Caller, session_id: str, eid: str, fields: dict[str, str | None]
+        self,
+        kind: str,
+        caller: Caller,
+        session_id: str,
+        eid: str,
+        fields: dict[str, str | None],
+        issued_by: str | None = None,
     ) -> Answer:
         partition = self.router.partition
         if partition is None:
@@ -226,7 +242,7 @@ class Gateway:
         value = build_event(kind, caller.user_id, session_id, eid, caller.plan, at, **fields)
         try:
             async with asyncio.timeout(self._timeout):
-                await self.publisher.publish(caller.user_id, value, at, partition)
+                await self.publisher.publish(caller.user_id, value, at, partition, issued_by)
                 reply = await waiter.future
         except TimeoutError:
             return self._timed_out(kind, caller, session_id, eid, at)

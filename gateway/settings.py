@@ -25,6 +25,8 @@ class GatewaySettings(CommonSettings):
     gateway_auth_public_key_file: Path | None = None
     # Without a secret, fall back to the public development secret (development only).
     allow_insecure_dev_secret: bool = False
+    # Memory for the callers of verified tokens (auth.TokenCache); 0 checks every token every call.
+    gateway_token_cache_bytes: int = Field(16 * 1024 * 1024, ge=0)
 
     # Signing the fail-open tokens (GATEWAY_ON_TIMEOUT=allow) like the processor signs its own.
     jwt_secret: SecretStr | None = None

@@ -20,7 +20,7 @@ from processor.replies import BadReplyHeader, ReplyRecord, reply_target
 from processor.script_results import Result
 from processor.tokens import TokenSigner
 from processor.verdicts import build_verdicts, expire_verdict
-from processor.wire import DecodedEvent, DecodeError, decode_event
+from processor.wire import DecodedEvent, DecodeError, decode_event, issued_by
 
 log = logging.getLogger("processor")
 
@@ -101,10 +101,23 @@ def build_batch_verdicts(
             continue
         key = ev.user_id.encode()
         target = partition_of(key)
-        values = build_verdicts(ev, result, topic, partition, offset, signer)
+        issuer = _issuer(rec) if rec.headers else None
+        values = build_verdicts(ev, result, topic, partition, offset, signer, issuer)
         out += [(target, key, value) for value in values]
         if rec.headers:
             _add_replies(b, rec, key, values)
+
+
+def _issuer(rec) -> str | None:
+    """The record's `issued-by` header (the support console's); a bad one is logged and left out."""
+    try:
+        return issued_by(rec.headers)
+    except ValueError as err:
+        log.warning(
+            "bad issued-by header: the verdicts name nobody",
+            extra={"partition": rec.partition, "offset": rec.offset, "detail": str(err)},
+        )
+        return None
 
 
 def _add_replies(b: PartitionBatch, rec, key: bytes, values: list[bytes]) -> None:

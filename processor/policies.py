@@ -180,6 +180,12 @@ def _as_json(p: Policy) -> dict:
     return out
 
 
+def whole_topic_reader(kafka: KafkaAccess | str) -> AIOKafkaConsumer:
+    """A consumer without a group or commits, for reading topics whole by assignment (the
+    policies here; the verdicts topic in the gateway's support console)."""
+    return KafkaAccess.of(kafka).consumer(enable_auto_commit=False)
+
+
 class PolicyFollower:
     """Reads the whole policies topic into a PolicyTable, then follows it in the background."""
 
@@ -194,7 +200,7 @@ class PolicyFollower:
 
     async def start(self, partitions: int, timeout_s: float = 60.0, follow: bool = True) -> None:
         """Return once every record up to the topic's current end is applied; then follow it."""
-        self._consumer = self._kafka.consumer(enable_auto_commit=False)
+        self._consumer = whole_topic_reader(self._kafka)
         await self._consumer.start()
         tps = [TopicPartition(self._topic, p) for p in range(partitions)]
         self._consumer.assign(tps)

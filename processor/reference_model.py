@@ -72,6 +72,9 @@ class Decision:
     policy_kind: str = "d"
     conflicts: tuple[Conflict, ...] | None = None
     expired: tuple[Expired, ...] = ()  # pushed before this record's own verdicts
+    # The contract's support console: the record's `issued-by` header, which each verdict of
+    # the event (its own and its revokes) carries as `issuedBy`; None: no header, no field.
+    issued_by: str | None = None
 
     @property
     def dead_letter(self) -> str | None:
@@ -182,6 +185,7 @@ class ReferenceModel:
         device_class: str | None = None,
         target_session_id: str | None = None,
         partition: int = 0,
+        issued_by: str | None = None,
     ) -> Decision:
         """Decide one record's event under `policy` (None: the settings), after the ledger's
         expiries its timestamp brings on its events `partition`. An eventId the user
@@ -192,6 +196,9 @@ class ReferenceModel:
         The user remembers its `event_id_memory` most recent eventIds; a lowered setting
         forgets the oldest ones from the user's next write on (its next event, or the expiry of
         one of its leases: a processor restarted with it).
+
+        `issued_by`: the record's `issued-by` header; the decision's verdicts name it (a
+        duplicate's too: the header is the record's, not the remembered event's).
         """
         if event_type not in ("start", "heartbeat", "stop", "terminate"):
             raise ValueError(f"unknown event type {event_type!r}")
@@ -207,6 +214,8 @@ class ReferenceModel:
         )  # fmt: skip
         if decision.lease_expires_at is not None:
             heapq.heappush(self._expiries[partition], (decision.lease_expires_at, user_id, session_id))
+        if issued_by is not None:
+            decision = replace(decision, issued_by=issued_by)
         return replace(decision, expired=expired) if expired else decision
 
     def _advance(self, partition: int, timestamp_ms: int) -> tuple[Expired, ...]:

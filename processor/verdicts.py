@@ -80,8 +80,13 @@ def build_verdicts(
     partition: int,
     offset: int,
     signer: TokenSigner,
+    issued_by: str | None = None,
 ) -> list[bytes]:
-    """The verdict values for one decided event: its own, then one `revoke` per removed lease."""
+    """The verdict values for one decided event: its own, then one `revoke` per removed lease.
+
+    `issued_by`: the record's `issued-by` header (who sent it on the player's behalf), copied to
+    each of these verdicts as `issuedBy`; from the record, so a redelivery yields the same bytes.
+    """
     event_id, seed = event_identity(ev.event_id, ev.user_id, topic, partition, offset)
     verdict_id = _digest(seed)
     code, active, max_streams, expires_at, now, *rest = result  # a Result, or a plain list in tests
@@ -112,29 +117,30 @@ def build_verdicts(
         verdict["conflicts"], verdict["nextFreeAt"] = advice(rest[2] if len(rest) > 2 and rest[2] else [])
     elif code == _STARTED and ev.device_class is not None:
         verdict["deviceClass"] = ev.device_class  # the lease's class, for ledger consumers
+    if issued_by is not None:
+        verdict["issuedBy"] = issued_by
     values = [orjson.dumps(verdict)]
     if revoked:
         why = "terminated" if code == _TERMINATED else "evicted"
         for session in revoked:
-            values.append(
-                orjson.dumps(
-                    {
-                        "verdictId": _digest(_seed("revoke", seed, session)),
-                        "eventId": event_id,
-                        "userId": ev.user_id,
-                        "sessionId": session,
-                        "type": ev.type,
-                        "decision": "revoke",
-                        "reason": why,
-                        "activeStreams": active,
-                        "maxStreams": max_streams,
-                        "leaseExpiresAt": None,
-                        "decidedAt": now,
-                        "token": None,
-                        "policy": policy,
-                    }
-                )
-            )
+            revoke = {
+                "verdictId": _digest(_seed("revoke", seed, session)),
+                "eventId": event_id,
+                "userId": ev.user_id,
+                "sessionId": session,
+                "type": ev.type,
+                "decision": "revoke",
+                "reason": why,
+                "activeStreams": active,
+                "maxStreams": max_streams,
+                "leaseExpiresAt": None,
+                "decidedAt": now,
+                "token": None,
+                "policy": policy,
+            }
+            if issued_by is not None:
+                revoke["issuedBy"] = issued_by
+            values.append(orjson.dumps(revoke))
     return values
 
 

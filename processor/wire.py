@@ -8,6 +8,7 @@ a fraction of the cost per record, and then checks the record key against the us
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal, NamedTuple
 
 import orjson
@@ -106,6 +107,7 @@ class Verdict(BaseModel):
     policy: str | None = None
     conflicts: list[Conflict] | None = None
     nextFreeAt: int | None = None
+    issuedBy: str | None = None  # "support:<sub>": the event carried the `issued-by` header
 
 
 class DecodeError(ValueError):
@@ -115,6 +117,35 @@ class DecodeError(ValueError):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+# The contract's "support console": an event sent on a support agent's behalf names them in
+# this Kafka header (`support:<sub>`), and its verdicts carry it as `issuedBy`.
+ISSUED_BY_HEADER = "issued-by"
+MAX_ISSUED_BY_CHARS = 4 * MAX_ID_CHARS  # room for a role prefix and a 128-character sub
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def issued_by(headers) -> str | None:
+    """The `issued-by` header of a record's headers (the last one, as Kafka clients read a
+    header they expect once), None when absent. ValueError when it is not 1 to
+    MAX_ISSUED_BY_CHARS characters of UTF-8 text without control characters: the event is
+    still decided, its verdicts just name nobody (the caller logs it)."""
+    found = None
+    for name, value in headers or ():
+        if name == ISSUED_BY_HEADER:
+            found = value
+    if found is None:
+        return None
+    try:
+        text = bytes(found).decode()
+    except UnicodeDecodeError:
+        raise ValueError("the issued-by header is not UTF-8") from None
+    if not 0 < len(text) <= MAX_ISSUED_BY_CHARS or _CONTROL.search(text) is not None:
+        raise ValueError(
+            f"the issued-by header must be 1 to {MAX_ISSUED_BY_CHARS} characters without control characters"
+        )
+    return text
 
 
 class DecodedEvent(NamedTuple):

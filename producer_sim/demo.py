@@ -12,7 +12,9 @@
    verdict is checked, deny advice and terminates included.
 4. The report.
 5. The HTTP gateway, `python -m gateway`, and a short curl session through it (start x4
-   with the fourth denied and its advice, heartbeat, stop, terminate, the listing).
+   with the fourth denied and its advice, heartbeat, stop, terminate, the listing); the
+   support console's address on that gateway and a support token for trying it
+   (docs/console.md; `--hold 600` keeps everything up ten minutes for a look).
 6. The session ledger read back from the verdicts topic (`producer_sim.ledger`):
    concurrent streams over time, per device class, and its plot.
 7. Everything the demo started is stopped (also on Ctrl-C or errors).
@@ -27,6 +29,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
@@ -34,6 +37,8 @@ from rich.console import Console
 
 from compose.launcher import RUN_DIR, LauncherError, docker_engine_available, free_port, start_services
 from gateway import demo_session
+from gateway.console.support_auth import support_token
+from gateway.settings import load_gateway_settings
 from producer_sim.cli import finish
 from producer_sim.kafka_io import install_policies
 from producer_sim.ledger import main as ledger_main
@@ -101,6 +106,10 @@ def run_gateway_session(
         )
     stack.callback(_stop, gateway)
     console.print(f"\ngateway: `python -m gateway` on http://127.0.0.1:{port} (log: {log_path})")
+    # The support console (docs/console.md): its address and a support token for trying it.
+    token = support_token(load_gateway_settings(gateway_auth_secret=auth_secret), "demo-agent", 3600)
+    console.print(f"support console: http://127.0.0.1:{port}/console", soft_wrap=True)
+    console.print(f"support token (role=support, 1 h): {token}", soft_wrap=True)
     # The token command reads the same GATEWAY_AUTH_SECRET from the environment as the gateway.
     return demo_session.run(f"http://127.0.0.1:{port}", f"demo-{secrets.token_hex(3)}", auth_secret)
 
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the JSON report here")
     parser.add_argument(
         "--ledger-plot", type=Path, default=RUN_DIR / "demo-ledger.png", help="the ledger's PNG plot"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=0.0, help="seconds to keep the services up at the end (the console)"
     )
     args = parser.parse_args(argv)
     console = Console()
@@ -168,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{pol['terminates']['terminated']}"
             )
             status = run_gateway_session(stack, console, bootstrap, redis_url, secret) or status
+            if args.hold > 0:  # the services stay up for a look at the support console
+                console.print(f"holding for {args.hold:.0f} s (Ctrl-C ends the demo) ...")
+                time.sleep(args.hold)
             # The first consumer of the ledger: concurrent streams over time, from the verdicts alone.
             console.print(f"\nthe session ledger ({settings.verdicts_topic}), plot: {args.ledger_plot}")
             ledger = ledger_main(

@@ -6,7 +6,10 @@ every verdict names its `policy` (`user:<userId>`, `plan:<plan>` or `default`) w
 policy's `maxStreams`; a `limit_exceeded` or `device_class_limit` deny carries `conflicts`
 (oldest start first) and `nextFreeAt` (the earliest of their expiries), other verdicts
 neither (or null); the revoke of a terminate's target says `terminated`, of an eviction
-`evicted`; the session ledger's `expire` verdict names no event, policy limit or token.
+`evicted`; the session ledger's `expire` verdict names no event, policy limit or token. An
+event sent with the `issued-by` header (the support console's) has verdicts, its own and its
+revokes, with `issuedBy` equal to the header; others have no such field (a missing field
+counts as null).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from processor.reference_model import Decision, Expired
+from processor.wire import issued_by
 
 ADVISED_REASONS = ("limit_exceeded", "device_class_limit")
 
@@ -60,6 +64,7 @@ def main_fields(user_id: str, session_id: str, type_: str, plan: str | None, d: 
         "policy": policy_name(d.policy_kind, user_id, plan),
         "conflicts": conflicts,
         "nextFreeAt": next_free_at,
+        "issuedBy": d.issued_by,
     }
 
 
@@ -82,6 +87,7 @@ def revoke_fields(user_id: str, type_: str, plan: str | None, d: Decision) -> di
         "policy": policy_name(d.policy_kind, user_id, plan),
         "conflicts": None,
         "nextFreeAt": None,
+        "issuedBy": d.issued_by,
     }
 
 
@@ -98,6 +104,14 @@ def expire_fields(e: Expired) -> dict[str, Any]:
         "token": None,
         "deviceClass": e.device_class,
     }
+
+
+def issuer(headers) -> str | None:
+    """The record's `issued-by` header as its verdicts must show it: a bad one is left out."""
+    try:
+        return issued_by(headers)
+    except ValueError:
+        return None
 
 
 def wants_token(d: Decision, type_: str) -> bool:

@@ -150,15 +150,17 @@ class Expectations:
         *,
         event_id: str | None = None,
         expiries: bool = True,
+        issued_by: str | None = None,
     ) -> Applied:
         """Decide one record's event and remember its verdicts. `event_id`: as the verdicts
         show it (default the event's own). `expiries=False` decides without expecting the
-        ledger's `expire` verdicts (the stream time is then not the processor's)."""
+        ledger's `expire` verdicts (the stream time is then not the processor's). `issued_by`:
+        the record's `issued-by` header."""
         model = self.model(partition)
         decision = model.apply(
             ev.user_id, ev.session_id, ev.type, timestamp, ev.event_id, ev.device_id, ev.content_id,
             policy=policy, device_class=ev.device_class, target_session_id=ev.target_session_id,
-            partition=partition,
+            partition=partition, issued_by=issued_by,
         )  # fmt: skip
         new_expiries = 0
         if decision.expired:

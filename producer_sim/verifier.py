@@ -13,7 +13,8 @@ dead letters and the final lease state in Redis against the model:
 - every copy of one verdictId is identical, and each verdict equals the model's decision
   under the policy the event resolves to (decision, reason, activeStreams, maxStreams,
   leaseExpiresAt, decidedAt, policy, the deny advice `conflicts` and `nextFreeAt`, the ids;
-  a terminate's revoke of its target says `terminated`);
+  a terminate's revoke of its target says `terminated`; an event with the `issued-by` header
+  has `issuedBy` on its verdicts, others none);
 - no user ever holds more than the limit of its policy, nor more leases of a device class
   than its cap: neither in the model's trace nor in any verdict's activeStreams;
 - the dead-letter topic holds exactly the bad records (by source partition and offset),
@@ -56,6 +57,7 @@ from processor.connections import KafkaAccess, RedisAccess, kafka_access, redis_
 from processor.policies import Policy, PolicyTable
 from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
+from producer_sim.expect import issuer
 from producer_sim.expectations import Expectations, Expected, Match
 from producer_sim.kafka_io import committed_offsets, read_policy_table, read_topic
 from producer_sim.settings import SimSettings
@@ -152,7 +154,8 @@ class Verifier:
         # An event without an eventId is named as the processor names it.
         shown = ev.event_id if ev.event_id is not None else f"{self.events_topic}/{partition}/{rec.offset}"
         timestamp = rec.timestamp if rec.timestamp > 0 else 0
-        got = self.core.expect(partition, rec.offset, ev, timestamp, policy, event_id=shown)
+        issued = issuer(rec.headers)
+        got = self.core.expect(partition, rec.offset, ev, timestamp, policy, event_id=shown, issued_by=issued)
         rep.expiries += got.new_expiries
         if got.status == "dead_letter":
             # A remembered eventId of another event: not decided but dead-lettered

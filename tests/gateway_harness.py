@@ -24,6 +24,21 @@ def bearer(user: str, plan: str | None = None, ttl: int = 3600, secret: str = GA
     return {"Authorization": "Bearer " + jwt.encode(claims, secret, algorithm="HS256")}
 
 
+def bearer_spellings(token: str, count: int, trailing: bool = True) -> list[bytes]:
+    """`count` distinct Authorization values the gateway reads as the one `token`: the scheme in
+    every case, spaces and tabs before the token, whitespace after it (`trailing`; HTTP clients
+    refuse to send that)."""
+    import itertools
+
+    casings = ("".join(c) for c in itertools.product(*[(ch.lower(), ch.upper()) for ch in "bearer"]))
+    gaps = [" " * n for n in range(1, 9)] + [" \t" * n for n in range(1, 9)]
+    tails = ["", " ", "\t", "  "] if trailing else [""]
+    variants = (f"{s}{g}{token}{t}".encode() for s, g, t in itertools.product(casings, gaps, tails))
+    found = list(itertools.islice(variants, count))
+    assert len(found) == count, f"only {len(found)} spellings"
+    return found
+
+
 @dataclass
 class RunningGateway:
     """A gateway served by uvicorn on this test's event loop, on a free port of 127.0.0.1."""

@@ -168,3 +168,24 @@ def test_one_users_verdicts_out_of_event_order_fail_both() -> None:
     checker, verifier = judge(events, [v for vs in produced for v in vs])
     assert dict(checker.mismatch_kinds) == {"out_of_order": 1}
     assert dict(verifier.report.mismatch_kinds) == {"out_of_order": 1}
+
+
+def test_a_terminate_with_the_issued_by_header_expects_issued_by_on_its_verdicts_and_one_without_none():
+    core = Expectations(max_streams=3, lease_ttl_ms=TTL)
+    start = DecodedEvent("start", "u1", "tv", "e-1", None, None)
+    core.expect(0, 0, start, T0, None)
+    stop_tv = DecodedEvent("terminate", "u1", "console", "e-2", None, None, "tv")
+    core.expect(0, 1, stop_tv, T0 + 1, None, issued_by="support:agent-7")
+    base = {"verdictId": "v-2", "eventId": "e-2", "userId": "u1", "sessionId": "console", "type": "terminate",
+            "decision": "allow", "reason": "terminated", "activeStreams": 0, "maxStreams": 3,
+            "leaseExpiresAt": None, "decidedAt": T0 + 1, "token": None, "policy": "default"}  # fmt: skip
+    assert core.receive({**base, "issuedBy": "support:agent-7"}).wrong == {}
+    # The revoke without the field is wrong; so is an event's verdict with a field it must not have.
+    revoke = {**base, "verdictId": "v-3", "sessionId": "tv", "decision": "revoke"}
+    assert core.receive(revoke).wrong == {"issuedBy": {"expected": "support:agent-7", "got": None}}
+    player = DecodedEvent("terminate", "u1", "phone", "e-4", None, None, "gone")
+    core.expect(0, 2, player, T0 + 2, None)
+    by_player = {**base, "verdictId": "v-4", "eventId": "e-4", "sessionId": "phone", "reason": "not_active"}
+    assert core.receive({**by_player, "decidedAt": T0 + 2, "issuedBy": "support:x"}).wrong == {
+        "issuedBy": {"expected": None, "got": "support:x"}
+    }

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from gateway.app import create_app
-from gateway.auth import AuthError, TokenCache, make_verifier
+from gateway.auth import ENTRY_OVERHEAD_BYTES, AuthError, TokenCache, make_verifier
 from gateway.events import event_id, new_session_id
 from gateway.settings import load_gateway_settings
 
@@ -23,8 +23,8 @@ def header(claims: dict, secret: str = SECRET) -> bytes:
     return b"Bearer " + jwt.encode(claims, secret, algorithm="HS256").encode()
 
 
-def cache(size: int = 65_536) -> TokenCache:
-    return TokenCache(make_verifier(load_gateway_settings(gateway_auth_secret=SECRET)), size)
+def cache(max_bytes: int = 16 * 1024 * 1024) -> TokenCache:
+    return TokenCache(make_verifier(load_gateway_settings(gateway_auth_secret=SECRET)), max_bytes)
 
 
 def test_a_cached_token_answers_its_caller_until_its_exp_and_is_refused_after(monkeypatch):
@@ -41,8 +41,9 @@ def test_a_cached_token_answers_its_caller_until_its_exp_and_is_refused_after(mo
 
 
 def test_refused_tokens_are_never_remembered_and_the_cache_keeps_its_bound():
-    tokens = cache(size=3)
     exp = int(time.time()) + 60
+    entry = ENTRY_OVERHEAD_BYTES + len(header({"sub": "u0", "exp": exp})) - len("Bearer ") + 4 * len("u0")
+    tokens = cache(max_bytes=3 * entry)  # three of these tokens' entries
     bad = header({"sub": "u1", "exp": exp}, secret="another-secret-" * 3)
     for _ in range(2):
         with pytest.raises(AuthError, match="signature"):

@@ -273,3 +273,14 @@ def test_evict_oldest_ignores_expired_leases() -> None:
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError):
         ReferenceModel(policy="random")
+
+
+def test_an_event_with_an_issuer_names_it_in_its_decision_and_a_duplicate_names_its_own_record() -> None:
+    m = model()
+    m.apply("u", "s-tv", "start", T0, "e1")
+    d = m.apply("u", "s-phone", "terminate", T0 + 1, "e2", target_session_id="s-tv", issued_by="support:a")
+    assert (d.reason, d.evicted, d.issued_by) == ("terminated", ("s-tv",), "support:a")
+    assert m.apply("u", "s-phone", "terminate", T0 + 2, "e3", target_session_id="s-x").issued_by is None
+    # The header belongs to the record: a duplicate without it names nobody.
+    again = m.apply("u", "s-phone", "terminate", T0 + 3, "e2", target_session_id="s-tv")
+    assert (again.reason, again.issued_by) == ("terminated", None)

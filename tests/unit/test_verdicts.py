@@ -362,3 +362,34 @@ def test_revokes_of_a_start_stay_evicted() -> None:
         ("s-a", "evicted", "plan:gold"),
         ("s-b", "evicted", "plan:gold"),
     ]
+
+
+# -- issuedBy: the support console's terminate (contract: "The support console") -------------
+
+
+def test_a_terminate_with_an_issuer_names_it_on_its_verdict_and_its_revoke_and_without_one_neither() -> None:
+    event = ev("terminate", target="s-tv")
+    res = [rules.TERMINATED, 1, 3, EXPIRES, NOW, ["s-tv"]]
+    issued = [
+        orjson.loads(v) for v in build_verdicts(event, res, TOPIC, 0, 10, SIGNER, issued_by="support:agent-7")
+    ]
+    assert [(v["decision"], v["issuedBy"]) for v in issued] == [
+        ("allow", "support:agent-7"),
+        ("revoke", "support:agent-7"),
+    ]
+    plain = build(event, res)
+    assert all("issuedBy" not in v for v in plain)
+    # Everything else is the same verdict: the field is added, nothing changes.
+    assert [{k: v for k, v in x.items() if k != "issuedBy"} for x in issued] == plain
+    assert all(Verdict.model_validate(v).issuedBy == "support:agent-7" for v in issued)
+
+
+def test_the_issued_by_header_is_read_from_the_record_headers_and_a_bad_one_is_refused() -> None:
+    from processor.wire import issued_by
+
+    assert issued_by(None) is None
+    assert issued_by([("reply.topic", b"r")]) is None
+    assert issued_by([("issued-by", b"support:a"), ("issued-by", "support:ü".encode())]) == "support:ü"
+    for bad in (b"", b"\xff\xfe", b"support:a\nb", b"x" * 513):
+        with pytest.raises(ValueError, match="issued-by"):
+            issued_by([("issued-by", bad)])
