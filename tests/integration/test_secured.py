@@ -252,6 +252,22 @@ async def test_terminate_as_a_principal_without_write_on_the_events_topic_names_
     assert_one_line_refusal(code, out, err, seconds, "concurrency-processor", *expected, sec=sec)
 
 
+async def test_a_gateway_with_a_wrong_redis_password_ends_naming_it(
+    secure_services: SecureEnv, tmp_path: Path
+) -> None:
+    sec = secure_services
+    topics = await sec.admin.contract_topics(PARTITIONS)
+    await sec.admin.grant(gateway_acls(topics=topics))
+    env = {
+        **gateway_env(sec, topics, free_port()),
+        "REDIS_PASSWORD_FILE": _file(tmp_path, "not-the-password"),
+        "CONSOLE_ENABLED": "false",
+    }
+    code, out, err, seconds = await run_command(["-m", "gateway"], env)
+    expected = ["Redis at rediss://gateway@", "refused the login of user 'gateway'"]
+    assert_one_line_refusal(code, out, err, seconds, "concurrency-gateway", *expected, sec=sec)
+
+
 async def test_a_gateway_without_its_acls_ends_naming_the_missing_one(secure_services: SecureEnv) -> None:
     sec = secure_services
     topics = await sec.admin.contract_topics(PARTITIONS)  # and no ACL for User:gateway on them
