@@ -35,6 +35,7 @@ import msgpack  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
 from bench import data as data_mod  # noqa: E402
+from bench.access import bench_redis  # noqa: E402
 from bench.capacity_plan import format_plan, measured, plan  # noqa: E402
 from bench.cpu_sampler import Sampler  # noqa: E402
 from bench.kafka_util import LOG_APPEND_TIME, create_topics, end_offsets, read_output_timing, wait_group_done  # noqa: E402
@@ -69,7 +70,7 @@ class Target:
 
 async def on_masters(urls: list[str], fn):
     async def one(url: str):
-        r = Redis.from_url(url)
+        r = bench_redis(url)
         try:
             return await fn(r)
         finally:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from bench.access import bench_kafka
 from processor.kafka_batches import send_in_batches
 
 BATCH_BYTES = 900 * 1024
@@ -30,17 +31,15 @@ async def run_ceiling(
     ends: dict[int, int],
     max_records: int = 20_000,
 ) -> dict:
-    consumer = AIOKafkaConsumer(
+    consumer = bench_kafka(bootstrap).consumer(
         events_topic,
-        bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = bench_kafka(bootstrap).producer(
         enable_idempotence=True,
         acks="all",
         linger_ms=0,

@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from bench.access import bench_kafka
 from bench.kafka_util import partition_of
 from processor.kafka_batches import send_in_batches
 
@@ -188,8 +188,7 @@ async def produce(
         if p is None:
             p = cache[key] = partition_of(key, partitions)
         by_partition.setdefault(p, []).append(rec)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = bench_kafka(bootstrap).producer(
         acks="all",
         linger_ms=0,
         max_batch_size=PRODUCE_BATCH_BYTES,

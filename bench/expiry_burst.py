@@ -15,8 +15,8 @@ import asyncio
 import time
 import uuid
 
+from bench.access import bench_redis
 from processor.lease_store import LeaseStore, Rules
-from processor.redis_client import connect
 from processor.wire import DecodedEvent
 
 TTL = 90_000
@@ -28,7 +28,7 @@ def start(user: str) -> DecodedEvent:
 
 
 async def measure(url: str, leases: int, bound: int) -> dict:
-    redis = connect(url)
+    redis = bench_redis(url)
     store = LeaseStore(redis, f"burst-{uuid.uuid4().hex}", Rules(3, TTL, "reject", 16, 3_600_000, bound))
     try:
         epoch = (await store.claim(0)).epoch

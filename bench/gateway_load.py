@@ -27,8 +27,9 @@ import uuid
 import aiohttp
 import jwt
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
+from bench.access import bench_kafka
 from bench.kafka_util import events_producer_partitioner
 from gateway.auth import auth_secret
 from gateway.settings import load_gateway_settings
@@ -152,14 +153,13 @@ async def over_kafka(bootstrap: str, events_topic: str, rate: float, seconds: fl
     replies = f"bench-replies-{tag}"
     await ensure_topics(bootstrap, [replies], 1, 1)
     waiters: dict[str, asyncio.Future] = {}
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+    producer = bench_kafka(bootstrap).producer(
         acks="all",
         enable_idempotence=True,
         linger_ms=0,
         partitioner=events_producer_partitioner(),
     )
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    consumer = bench_kafka(bootstrap).consumer(enable_auto_commit=False, fetch_max_wait_ms=100)
     await producer.start()
     await consumer.start()
     tp = TopicPartition(replies, 0)

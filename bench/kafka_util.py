@@ -15,10 +15,11 @@ import functools
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, for_code
 
+from bench.access import bench_kafka
 from processor.config import CommonSettings
 from processor.partitioning import ProducerPartitioner, partition_for
 
@@ -45,7 +46,7 @@ def events_producer_partitioner() -> ProducerPartitioner:
 async def create_topics(
     bootstrap: str, names: list[str], partitions: int, configs: dict | None = None
 ) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = bench_kafka(bootstrap).admin()
     await admin.start()
     try:
         resp = await admin.create_topics(
@@ -72,7 +73,7 @@ async def create_topics(
 
 
 async def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = bench_kafka(bootstrap).admin()
     await admin.start()
     try:
         await admin.delete_topics(names)
@@ -81,7 +82,7 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = bench_kafka(bootstrap).consumer()
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic) or set()
@@ -104,7 +105,7 @@ async def wait_group_done(
     alive=lambda: True,
 ) -> float:
     """Poll the group's committed offsets until they reach `ends`; return the wall time seen done."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = bench_kafka(bootstrap).admin()
     await admin.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -150,8 +151,7 @@ class OutputTiming:
 
 async def read_output_timing(bootstrap: str, topic: str) -> OutputTiming:
     """Read the whole output topic: record count and the first/last append timestamps."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    consumer = bench_kafka(bootstrap).consumer(
         enable_auto_commit=False,
         max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_max_bytes=64 * 1024 * 1024,

@@ -33,6 +33,7 @@ import msgpack  # noqa: E402
 import orjson  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from bench.access import bench_redis  # noqa: E402
 from bench.data import DEVICE_CLASSES, DEVICES  # noqa: E402
 from compose.launcher import start_services  # noqa: E402
 from processor import rules as codes  # noqa: E402
@@ -157,7 +158,7 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 
 async def run(redis_url: str, users: int, max_leases: int) -> dict:
-    redis = Redis.from_url(redis_url)
+    redis = bench_redis(redis_url)
     try:
         info = await redis.info("server")
         supports_class = "device_class" in DecodedEvent._fields

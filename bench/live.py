@@ -15,6 +15,7 @@ from collections import deque
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.access import bench_kafka
 from bench.data import DEVICES
 from bench.kafka_util import partition_of
 from processor.kafka_batches import send_in_batches
@@ -114,8 +115,7 @@ class VerdictWatcher:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        self._consumer = bench_kafka(self.bootstrap).consumer(
             enable_auto_commit=False,
             fetch_max_wait_ms=5,
             max_partition_fetch_bytes=4 * 1024 * 1024,

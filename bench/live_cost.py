@@ -28,12 +28,12 @@ import os
 import signal
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
 from bench import data as data_mod
+from bench.access import bench_kafka, bench_redis
 from bench.cpu_sampler import Sampler
 from bench.kafka_util import create_topics, end_offsets, read_output_timing, wait_group_done
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles
@@ -77,8 +77,8 @@ class LagProbe:
 
     def __init__(self, bootstrap: str, topic: str, group: str) -> None:
         self.topic, self.group = topic, group
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.admin = bench_kafka(bootstrap).admin()
+        self.consumer = bench_kafka(bootstrap).consumer(enable_auto_commit=False)
         self.tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
 
     async def start(self) -> None:
@@ -122,7 +122,7 @@ class LiveCostPart:
     async def live_cost(self) -> None:
         a = self.args
         rows: list[dict] = []
-        redis = Redis.from_url(self.redis_url)
+        redis = bench_redis(self.redis_url)
         try:
             for rnd in range(1, a.live_cost_repeat + 1):
                 for env in a.processor_env:  # variants alternate: A B A B ...
@@ -217,9 +217,7 @@ class LiveCostPart:
         topic = await self.lc_topic(label)
         proc, names = await self.lc_processor(label, env, topic)
         watcher = VerdictWatcher(self.bootstrap, names.verdicts)
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, max_batch_size=256 * 1024
-        )
+        producer = bench_kafka(self.bootstrap).producer(acks="all", linger_ms=0, max_batch_size=256 * 1024)
         probe = LagProbe(self.bootstrap, topic, names.group)
         sampler: CostSampler | None = None
         sampling = None

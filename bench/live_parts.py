@@ -11,6 +11,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
+from bench.access import bench_kafka
 from bench.gateway_part import gateway_bench
 from bench.kafka_util import create_topics
 from bench.live import LiveSource, VerdictWatcher, drain, latencies, paced_produce, percentiles
@@ -39,9 +40,7 @@ class LiveParts:
         await proc.wait_healthy()
         watcher = VerdictWatcher(self.bootstrap, names.verdicts)
         await watcher.start()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=0, max_batch_size=256 * 1024
-        )
+        producer = bench_kafka(self.bootstrap).producer(acks="all", linger_ms=0, max_batch_size=256 * 1024)
         await producer.start()
         return proc, watcher, producer, topic
 

@@ -11,8 +11,8 @@ import importlib.util
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from bench.access import bench_kafka
 from bench.kafka_util import create_topics
 from bench.procs import JWT_SECRET
 
@@ -42,7 +42,7 @@ async def prepare_policies_topic(bootstrap: str, topic: str, records: dict[str, 
     else:  # a processor from before issue 13: it never reads the topic
         await create_topics(bootstrap, [topic], 1, {"cleanup.policy": "compact"})
     if records:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = bench_kafka(bootstrap).producer(acks="all")
         await producer.start()
         try:
             for key, value in records.items():

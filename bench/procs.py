@@ -11,8 +11,7 @@ import pstats
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.asyncio import Redis
-
+from bench.access import bench_redis
 from compose.launcher import REPO_ROOT
 from producer_sim.processor_proc import PROCESSOR_ARGS, ProcessorProcess, metric_value
 
@@ -80,7 +79,7 @@ async def batch_metrics(proc: ProcessorProcess) -> dict[str, float]:
 
 # -- Redis ----------------------------------------------------------------------------------
 async def redis_flush_and_reset(url: str) -> None:
-    r = Redis.from_url(url)
+    r = bench_redis(url)
     try:
         await r.flushall()
         await r.config_resetstat()
@@ -89,7 +88,7 @@ async def redis_flush_and_reset(url: str) -> None:
 
 
 async def redis_commandstats(url: str) -> dict:
-    r = Redis.from_url(url)
+    r = bench_redis(url)
     try:
         stats = await r.info("commandstats")
         return {k.removeprefix("cmdstat_"): v for k, v in stats.items()}
@@ -99,7 +98,7 @@ async def redis_commandstats(url: str) -> dict:
 
 async def redis_user_keys(url: str, sample: int = 5000) -> dict:
     """The lease state left in Redis: user keys, the mean size of (a sample of) them, used_memory."""
-    r = Redis.from_url(url)
+    r = bench_redis(url)
     try:
         keys = []
         async for key in r.scan_iter(match="sc:*:u:*", count=1000):

@@ -28,8 +28,8 @@ import re
 import subprocess
 import uuid
 
+from bench.access import bench_redis
 from processor.lease_store import DecideCall, LeaseStore, Rules
-from processor.redis_client import connect
 from processor.wire import DecodedEvent
 
 T0 = 1_700_000_000_000
@@ -82,7 +82,7 @@ def callgrind_instructions(pid: int) -> int:
 
 
 async def measure(url: str, calls: int, users: int, callgrind_pid: int | None = None) -> dict:
-    redis = connect(url)
+    redis = bench_redis(url)
     store = LeaseStore(redis, f"cost-{uuid.uuid4().hex[:8]}", Rules(3, TTL, "reject", 16, 3_600_000, 2000))
     out: dict = {}
     try:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import psutil
-from redis.asyncio import Redis
 
+from bench.access import bench_redis
 from compose.launcher import Services, kafka_version, start_services
 
 BENCH_KAFKA_HEAP = ("512m", "1g")  # more than the launcher's default: the data sets are large
@@ -27,7 +27,7 @@ def kafka_label(svc: Services) -> str:
 
 
 async def redis_info(url: str) -> dict:
-    r = Redis.from_url(url)
+    r = bench_redis(url)
     try:
         server = await r.info("server")
         persistence = await r.info("persistence")

@@ -31,9 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from bench.access import bench_kafka, bench_redis
 from bench.kafka_util import create_topics
 from bench.live import LiveSource, paced_produce
 from bench.procs import Names, processor_process
@@ -123,13 +123,13 @@ class Soak:
         tag = uuid.uuid4().hex[:8]
         topic = f"soak.{tag}.events"
         proc = None
-        redis = Redis.from_url(services.redis_url)
+        redis = bench_redis(services.redis_url)
         try:
             await create_topics(services.bootstrap, [topic], PARTITIONS)
             proc = self.processor(services.bootstrap, services.redis_url, topic, tag)
             await proc.wait_healthy()
-            producer = AIOKafkaProducer(
-                bootstrap_servers=services.bootstrap, acks="all", linger_ms=0, max_batch_size=256 * 1024
+            producer = bench_kafka(services.bootstrap).producer(
+                acks="all", linger_ms=0, max_batch_size=256 * 1024
             )
             await producer.start()
             t0 = time.monotonic()

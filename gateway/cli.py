@@ -10,6 +10,7 @@ concurrency-gateway support-token AGENT [--ttl S]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import logging
 import sys
@@ -21,20 +22,37 @@ from gateway.auth import dev_token
 from gateway.console.support_auth import support_token
 from gateway.settings import GatewaySettings, load_gateway_settings
 from processor.config import SettingsError
+from processor.connections import kafka_access
+from processor.kafka_checks import KafkaAccessError, check_kafka_login
 from processor.logs import setup_logging
 
 log = logging.getLogger("gateway")
 
 
-def serve(settings: GatewaySettings) -> None:
-    """One uvicorn process; uvloop and httptools when installed (uvicorn[standard])."""
+def serve(settings: GatewaySettings) -> int:
+    """One uvicorn process; uvloop and httptools when installed (uvicorn[standard]).
+
+    Ends with 2 and one line on stderr when Kafka refuses the gateway's login or certificate
+    (asked before serving) or an ACL (found while connecting in the background).
+    """
     setup_logging(settings.log_level)
     if settings.gateway_auth_secret is None and settings.gateway_auth_public_key_file is None:
         log.warning("ALLOW_INSECURE_DEV_SECRET is set: callers' tokens are checked with a public secret")
-    run_server(create_app(settings), settings.gateway_host, settings.gateway_port)
+    try:
+        asyncio.run(check_kafka_login(kafka_access(settings)))
+    except KafkaAccessError as exc:
+        print(f"concurrency-gateway: {exc}", file=sys.stderr)  # noqa: T201 - the command's error
+        return 2
+    app = create_app(settings)
+    gateway = app.state.gateway
+    run_server(app, settings.gateway_host, settings.gateway_port, gateway)
+    if gateway.fatal is not None:
+        print(f"concurrency-gateway: {gateway.fatal}", file=sys.stderr)  # noqa: T201
+        return 2
+    return 0
 
 
-def run_server(app: object, host: str, port: int) -> None:
+def run_server(app: object, host: str, port: int, gateway=None) -> None:
     """Serve `app` with the gateway's server settings (bench.floor_app serves its floor with these too)."""
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -51,7 +69,10 @@ def run_server(app: object, host: str, port: int) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    if gateway is not None:
+        gateway.on_fatal = lambda _message: setattr(server, "should_exit", True)
+    server.run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)  # noqa: T201
             return 2
         return 0
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,14 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from processor.connections import KafkaAccess
+from processor.kafka_checks import (
+    TOPIC_AUTHORIZATION_FAILED,
+    KafkaAccessError,
+    check_operations,
+    no_describe,
+    topic_metadata,
+)
 from processor.partitioning import check_partitioner, key_partitioner
 from processor.replies import PARTITION_HEADER, TOPIC_HEADER
 from processor.wire import ISSUED_BY_HEADER
@@ -90,19 +98,21 @@ class EventPublisher:
     """An idempotent producer (acks=all) of events keyed by userId, with the reply headers."""
 
     def __init__(
-        self, bootstrap: str, events_topic: str, replies_topic: str, event_partitioner: str = "murmur2"
+        self,
+        kafka: KafkaAccess | str,
+        events_topic: str,
+        replies_topic: str,
+        event_partitioner: str = "murmur2",
     ) -> None:
         self.events_topic = events_topic
         self._event_partitioner = check_partitioner(event_partitioner)  # EVENT_PARTITIONER
-        self._bootstrap = bootstrap
+        self._kafka = KafkaAccess.of(kafka)
         self._replies_topic = replies_topic.encode()
         self._producer: AIOKafkaProducer | None = None  # made in start(): aiokafka needs the loop
         self._partition_of = None  # userId key -> events partition, once the topic is known
 
     async def start(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True, linger_ms=0
-        )
+        producer = self._kafka.producer(acks="all", enable_idempotence=True, linger_ms=0)
         await producer.start()
         self._producer = producer
 
@@ -114,11 +124,16 @@ class EventPublisher:
     async def events_partitions(self) -> int:
         """The events topic's partition count (0 while the topic does not exist).
 
-        Read from the full topic list: asking for the one topic could make the broker create it.
+        Asked as metadata of that topic only, which never creates it (kafka_checks), with the
+        gateway's rights on it: KafkaAccessError when it may not Describe or Write the topic.
         """
         assert self._producer is not None
-        cluster = await self._producer.client.fetch_all_metadata()
-        count = len(cluster.partitions_for_topic(self.events_topic) or ())
+        found = await topic_metadata(self._producer.client, [self.events_topic])
+        meta = found[self.events_topic]
+        if meta.error_code == TOPIC_AUTHORIZATION_FAILED:
+            raise KafkaAccessError(no_describe(self._kafka, self.events_topic))
+        count = meta.partitions if meta.error_code == 0 else 0
+        check_operations(self._kafka, found, {self.events_topic: ("Write",)})
         if count:
             # EVENT_PARTITIONER's choice, cached per user (murmur2 and FNV-1a are pure Python).
             self._partition_of = key_partitioner(self._event_partitioner, count)

@@ -21,7 +21,10 @@ import logging
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaError, TopicAuthorizationFailedError
+
+from processor.connections import KafkaAccess
+from processor.kafka_checks import KafkaAccessError, acl_command
 
 log = logging.getLogger("gateway")
 
@@ -147,21 +150,23 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class ReplyRouter:
-    def __init__(self, bootstrap: str, topic: str, group: str, wait_map: WaitMap, on_reply=None) -> None:
+    def __init__(
+        self, kafka: KafkaAccess | str, topic: str, group: str, wait_map: WaitMap, on_reply=None
+    ) -> None:
         self.topic = topic
         self.wait_map = wait_map
         self.partition: int | None = None  # the reply partition named in this instance's events
         self.assigned_partitions: list[int] = []
         self.assignments = 0  # assignments received so far
         self._on_reply = on_reply or (lambda outcome: None)
-        self._bootstrap = bootstrap
+        self._kafka = KafkaAccess.of(kafka)
         self._group = group
         self._consumer: AIOKafkaConsumer | None = None  # made in start(): aiokafka needs the loop
         self._task: asyncio.Task | None = None
+        self.on_fatal = lambda message: None  # the gateway ends on a refusal that no retry mends
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+        consumer = self._kafka.consumer(
             group_id=self._group,
             enable_auto_commit=False,  # it never commits: each assignment starts at the end
             auto_offset_reset="latest",
@@ -209,6 +214,10 @@ class ReplyRouter:
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         try:
             await self._loop(consumer)
+        except KafkaAccessError as exc:
+            log.error("%s", exc)  # one line: what Kafka refuses and the ACL that grants it
+            self.partition = None
+            self.on_fatal(str(exc))
         except Exception:
             log.exception("the reply reader failed: no reply can be matched until a restart")
             self.partition = None  # /health 503, calls 503: never wait for replies nobody reads
@@ -218,6 +227,17 @@ class ReplyRouter:
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+            except GroupAuthorizationFailedError:
+                raise KafkaAccessError(
+                    f"Kafka refuses Read on group {self._group} to {self._kafka.principal()}: grant it with "
+                    f"`{acl_command(self._kafka, 'Read', 'group', self._group)}` (or with "
+                    "--resource-pattern-type prefixed for every suffix)"
+                ) from None
+            except TopicAuthorizationFailedError:
+                raise KafkaAccessError(
+                    f"Kafka refuses Read on topic {self.topic} to {self._kafka.principal()}: grant it with "
+                    f"`{acl_command(self._kafka, 'Read', 'topic', self.topic)}`"
+                ) from None
             except KafkaError as exc:
                 log.warning("reading replies failed: retrying", extra={"error": repr(exc)})
                 await asyncio.sleep(0.5)

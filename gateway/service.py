@@ -22,8 +22,10 @@ from gateway.metrics import GatewayMetrics
 from gateway.replies import ReplyRouter, UserWaitsFull, WaitMap, WaitMapFull
 from gateway.settings import GatewaySettings
 from processor.config import DEV_SECRET
+from processor.connections import kafka_access, redis_access
+from processor.kafka_checks import KafkaAccessError
 from processor.lease_store import LeaseStore, Rules
-from processor.redis_client import connect
+from processor.redis_checks import RedisAccessError, check_redis_login
 from processor.tokens import HS256Signer, PyJWTSigner, TokenSigner
 from processor.topics import ensure_topics
 
@@ -59,9 +61,7 @@ def _signer(settings: GatewaySettings) -> TokenSigner:
 
 
 def _connect_redis(settings: GatewaySettings):
-    return connect(
-        settings.redis_url, cluster=settings.redis_cluster, socket_timeout=5, socket_connect_timeout=5
-    )
+    return redis_access(settings).client(socket_timeout=5, socket_connect_timeout=5)
 
 
 class Gateway:
@@ -69,11 +69,12 @@ class Gateway:
         s = self.settings = settings
         self.metrics = metrics or GatewayMetrics()
         self.wait_map = WaitMap(s.gateway_max_in_flight, s.gateway_max_in_flight_per_user)
+        self.kafka = kafka_access(s)
         self.publisher = EventPublisher(
-            s.kafka_bootstrap_servers, s.events_topic, s.gateway_replies_topic, s.event_partitioner
+            self.kafka, s.events_topic, s.gateway_replies_topic, s.event_partitioner
         )
         self.router = ReplyRouter(
-            s.kafka_bootstrap_servers,
+            self.kafka,
             s.gateway_replies_topic,
             s.gateway_consumer_group,
             self.wait_map,
@@ -89,6 +90,11 @@ class Gateway:
         self._startup: asyncio.Task | None = None
         self._children: dict = {}  # metric children by labels
         self.state = "starting"
+        # Set when Kafka or Redis refuses the gateway (TLS, login, ACL): no retry mends that, so
+        # the server is asked to end (on_fatal, set by the CLI) and the process exits non-zero.
+        self.fatal: str | None = None
+        self.on_fatal = lambda message: None
+        self.router.on_fatal = self._fail
 
     def _count_reply(self, outcome: str) -> None:
         child = self._children.get(("reply", outcome))  # a handful of constant outcomes
@@ -101,11 +107,19 @@ class Gateway:
         """Connect in the background: /health says 503 (and why) until replies can be routed."""
         self._startup = asyncio.create_task(self._start(), name="gateway-startup")
 
+    def _fail(self, message: str) -> None:
+        self.fatal = self.state = message
+        self.on_fatal(message)
+
     async def _start(self) -> None:
         while True:
             try:
                 if await self._start_once():
                     break
+            except (KafkaAccessError, RedisAccessError) as exc:
+                log.error("%s", exc)  # one line: what is refused and what grants it
+                self._fail(str(exc))
+                return
             except (KafkaError, OSError, TimeoutError) as exc:
                 self.state = f"cannot reach Kafka at {self.settings.kafka_bootstrap_servers}: {exc!r}"
             log.warning("gateway not ready: retrying", extra={"why": self.state})
@@ -123,10 +137,11 @@ class Gateway:
         """One attempt at each step not done yet; False while the events topic does not exist."""
         s = self.settings
         await ensure_topics(
-            s.kafka_bootstrap_servers,
+            self.kafka,
             [s.gateway_replies_topic],
             s.gateway_reply_partitions,
             s.topic_replication_factor,
+            needs={s.gateway_replies_topic: ("Read",)},
         )
         if self.publisher not in self._started:
             await self.publisher.start()
@@ -136,7 +151,15 @@ class Gateway:
             self.state = f"the events topic {s.events_topic!r} does not exist yet (the processor creates it)"
             return False
         if self._store is None:
-            self._redis = _connect_redis(s)
+            redis = _connect_redis(s)
+            try:
+                await check_redis_login(redis, redis_access(s))  # a refused login or certificate ends it
+            except RedisError:
+                pass  # unreachable now: only GET /v1/sessions needs Redis, and it says so per call
+            except BaseException:
+                await redis.aclose()
+                raise
+            self._redis = redis
             rules = Rules(s.max_streams, s.lease_ttl_ms, s.overflow_policy, s.event_id_memory, 0)
             self._store = LeaseStore(self._redis, s.events_topic, rules)
         if self.router not in self._started:

@@ -27,10 +27,12 @@ from processor.batches import PartitionBatch, observe, split
 from processor.claims import PartitionClaimer
 from processor.committer import OffsetCommitter
 from processor.config import Settings
-from processor.consumer import FetchPacing, events_consumer
+from processor.connections import kafka_access, redis_access
+from processor.consumer import FetchPacing, RefusedFetches, events_consumer
 from processor.cycle import CyclePolicy
 from processor.deciding import BatchDecider
 from processor.http import HttpServer
+from processor.kafka_checks import check_kafka_login
 from processor.key_mismatches import KeyMismatches
 from processor.lag import LagWatch
 from processor.lease_store import LeaseStore, Rules
@@ -40,13 +42,17 @@ from processor.partitions import Partitions
 from processor.policies import PolicyFollower, follow_policies
 from processor.publisher import VerdictPublisher, VerdictRecords
 from processor.readiness import liveness, readiness
-from processor.redis_checks import check_redis_mode, check_redis_safe, warn_uneven_partitions
-from processor.redis_client import connect
+from processor.redis_checks import (
+    check_redis_login,
+    check_redis_mode,
+    check_redis_safe,
+    warn_uneven_partitions,
+)
 from processor.repair import StateRepairer
 from processor.replies import ReplySender
 from processor.retrying import Retrier, StopRequested
 from processor.tokens import make_signer
-from processor.topics import EVENTS_TOPIC_CONFIGS, ensure_topics
+from processor.topics import ensure_processor_topics
 
 log = logging.getLogger("processor")
 
@@ -103,18 +109,15 @@ class Processor:
             settings.commit_interval_ms / 1000,
         )
         self._pacing: FetchPacing | None = None
+        self._fetches: RefusedFetches | None = None
         self.http_port: int | None = None
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        counts = await ensure_topics(
-            s.kafka_bootstrap_servers,
-            [s.events_topic, s.verdicts_topic, s.dlq_topic],
-            s.topic_partitions,
-            s.topic_replication_factor,
-            configs={s.events_topic: EVENTS_TOPIC_CONFIGS},
-        )
+        kafka = kafka_access(s)
+        await check_kafka_login(kafka)  # a refused login or certificate: one line, not a retry
+        counts = await ensure_processor_topics(kafka, s)
         self._verdict_partition = key_partitioner(VERDICTS_PARTITIONER, counts[s.verdicts_topic])
         if s.check_event_partition:
             events = counts[s.events_topic]
@@ -124,9 +127,8 @@ class Processor:
                 s.event_partitioner, events, self._verdict_partition if same else None
             )
         self.policies = await follow_policies(s, self.metrics)  # read to its end before any event
-        self._redis = connect(
-            s.redis_url, cluster=s.redis_cluster, socket_timeout=10, socket_connect_timeout=5
-        )
+        redis = redis_access(s)
+        self._redis = redis.client(socket_timeout=10, socket_connect_timeout=5)
         self._store = LeaseStore(
             self._redis,
             s.events_topic,
@@ -139,6 +141,7 @@ class Processor:
                 s.max_expiries_per_call,
             ),
         )
+        await self._retry_redis("Redis login", lambda: check_redis_login(self._redis, redis))
         await self._retry_redis("Redis mode check", lambda: check_redis_mode(self._redis, s.redis_cluster))
         await self._retry_redis("maxmemory-policy check", lambda: check_redis_safe(self._redis, s))
         await self._retry_redis(
@@ -148,17 +151,16 @@ class Processor:
         await self._retry_redis(
             "partition spread", lambda: warn_uneven_partitions(self._redis, s.events_topic, partitions)
         )
-        self._publisher = VerdictPublisher(
-            s.kafka_bootstrap_servers, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff
-        )
+        self._publisher = VerdictPublisher(kafka, s.verdicts_topic, s.dlq_topic, self.metrics, self._backoff)
         await self._publisher.start()
         self._replies = ReplySender(
-            s.kafka_bootstrap_servers,
+            kafka,
             self.metrics,
             s.reply_topics,
             (s.events_topic, s.verdicts_topic, s.dlq_topic, s.policies_topic),
         )
-        self._consumer = events_consumer(s)
+        self._consumer = events_consumer(s, kafka)
+        self._fetches = RefusedFetches(kafka, {s.events_topic: "Read"}, self._backoff)
         self._pacing = FetchPacing(self._consumer, self._cycle)
         self._committer = OffsetCommitter(self._consumer, self.partitions, self.metrics, self._cycle)
         policies = self.policies
@@ -254,6 +256,7 @@ class Processor:
             self._stalled(),
             self._retrier.in_progress(),
             self._in_cycle,
+            self._fetches.detail if self._fetches is not None else None,
         )
 
     def live(self) -> tuple[bool, dict]:
@@ -324,10 +327,13 @@ class Processor:
         to GATHER_MS (FetchPacing); after a poll that found nothing it long-polls and answers
         the first record at once."""
         assert self._consumer is not None and self._pacing is not None and self._claimer is not None
+        assert self._fetches is not None
         self._last_poll = time.monotonic()
         try:
-            records = await self._consumer.getmany(
-                timeout_ms=self.settings.fetch_timeout_ms, max_records=self.settings.batch_max_records
+            records = await self._fetches.getmany(  # a refused fetch (an ACL revoked) is held: {}
+                self._consumer,
+                timeout_ms=self.settings.fetch_timeout_ms,
+                max_records=self.settings.batch_max_records,
             )
         except (OffsetOutOfRangeError, NoOffsetForPartitionError) as err:
             async with self._batch_lock:  # answered between two batches, never a silent reset

@@ -15,11 +15,18 @@ import orjson
 from processor import commands
 from processor.app import Processor
 from processor.config import SettingsError, load_settings
+from processor.connections import kafka_access, redis_access
+from processor.kafka_checks import AUTHORIZATION_ERRORS, KafkaAccessError, check_kafka_login, refusal
 from processor.lease_store import LeaseStore, Rules
 from processor.logs import setup_logging
 from processor.partitioning import partition_for
-from processor.redis_checks import RedisModeError, UnsafeRedisError, check_redis_mode
-from processor.redis_client import connect
+from processor.redis_checks import (
+    RedisAccessError,
+    RedisModeError,
+    UnsafeRedisError,
+    check_redis_login,
+    check_redis_mode,
+)
 
 log = logging.getLogger("processor")
 
@@ -33,14 +40,26 @@ async def _run() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, processor.stop)
-    await processor.run()
+    try:
+        await processor.run()
+    except AUTHORIZATION_ERRORS as exc:  # met by a client (the group's join, a fetch): one line
+        s = settings
+        uses = {
+            s.events_topic: "Read",
+            s.verdicts_topic: "Write",
+            s.dlq_topic: "Write",
+            s.policies_topic: "Read",
+        }
+        raise refusal(exc, kafka_access(settings), uses) from None
     return 0
 
 
 async def _list_leases(user_id: str) -> int:
     settings = load_settings(allow_insecure_dev_secret=True)  # listing signs nothing
-    redis = connect(settings.redis_url, cluster=settings.redis_cluster)
+    access = redis_access(settings)
+    redis = access.client()
     try:
+        await check_redis_login(redis, access)
         await check_redis_mode(redis, settings.redis_cluster)
         store = LeaseStore(
             redis,
@@ -77,17 +96,35 @@ def _print(obj: dict) -> None:
 
 async def _command(args: argparse.Namespace) -> int:
     settings = load_settings(allow_insecure_dev_secret=True)  # these commands sign nothing
-    if args.command == "policy":
-        if args.action == "set":
-            _print(await commands.policy_set(settings, args.key, args.json))
-        elif args.action == "delete":
-            _print(await commands.policy_delete(settings, args.key))
+    kafka = kafka_access(settings)
+    await check_kafka_login(kafka)
+    try:
+        if args.command == "policy":
+            if args.action == "set":
+                _print(await commands.policy_set(settings, args.key, args.json))
+            elif args.action == "delete":
+                _print(await commands.policy_delete(settings, args.key))
+            else:
+                _print(await commands.policy_list(settings))
         else:
-            _print(await commands.policy_list(settings))
-    else:
-        _print(await commands.terminate(settings, args.user_id, args.session_id, args.requester))
+            _print(await commands.terminate(settings, args.user_id, args.session_id, args.requester))
+    except AUTHORIZATION_ERRORS as exc:  # a write refused: one line naming the ACL
+        uses = {settings.policies_topic: "Write", settings.events_topic: "Write"}
+        if args.command == "policy" and args.action == "list":
+            uses = {settings.policies_topic: "Read"}
+        raise refusal(exc, kafka, uses) from None
     return 0
 
+
+# What ends a start or a command with one line on stderr (and exit 2): the line says what to fix.
+ACCESS_ERRORS = (
+    SettingsError,
+    UnsafeRedisError,
+    RedisModeError,
+    commands.CommandError,
+    KafkaAccessError,
+    RedisAccessError,
+)
 
 SETTINGS_HINT = (
     "Settings come from environment variables (or .env), as for the processor: "
@@ -179,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("policy", "terminate"):
             return asyncio.run(_command(args))
         return asyncio.run(_run())
-    except (SettingsError, UnsafeRedisError, RedisModeError, commands.CommandError) as exc:
+    except ACCESS_ERRORS as exc:
         print(f"concurrency-processor: {exc}", file=sys.stderr)  # noqa: T201
         return 2
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from processor.config import Settings
+from processor.connections import kafka_access
 from processor.partitioning import ProducerPartitioner
 from processor.policies import (
     PolicyError,
@@ -32,9 +32,7 @@ async def _produce(
 ) -> tuple[int, int]:
     """Write one record; an `event` goes to the partition EVENT_PARTITIONER gives its key."""
     placement = {"partitioner": ProducerPartitioner(settings.event_partitioner)} if event else {}
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, **placement
-    )
+    producer = kafka_access(settings).producer(enable_idempotence=True, **placement)
     await producer.start()
     try:
         meta = await producer.send_and_wait(topic, key=key, value=value)
@@ -51,7 +49,7 @@ async def policy_set(settings: Settings, key: str, value: str) -> dict:
     except PolicyError as exc:
         raise CommandError(f"not a policy: {exc}") from None
     value_json = orjson.loads(raw)
-    await ensure_policies_topic(settings)
+    await ensure_policies_topic(settings, needs=("Write",))
     topic = settings.policies_topic
     _partition, offset = await _produce(settings, topic, key.encode(), orjson.dumps(value_json))
     return {"set": key, "value": value_json, "topic": settings.policies_topic, "offset": offset}
@@ -62,7 +60,7 @@ async def policy_delete(settings: Settings, key: str) -> dict:
         policy_kind(key)
     except PolicyError as exc:
         raise CommandError(str(exc)) from None
-    await ensure_policies_topic(settings)
+    await ensure_policies_topic(settings, needs=("Write",))
     _partition, offset = await _produce(settings, settings.policies_topic, key.encode(), None)
     return {"deleted": key, "topic": settings.policies_topic, "offset": offset}
 
@@ -71,7 +69,7 @@ async def policy_list(settings: Settings) -> dict:
     """Every policy in force, as the processor reads them (malformed records skipped)."""
     partitions = await ensure_policies_topic(settings)
     table = await read_policies(
-        settings.kafka_bootstrap_servers,
+        kafka_access(settings),
         settings.policies_topic,
         partitions,
         settings.max_streams,

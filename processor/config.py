@@ -9,22 +9,182 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processor.partitioning import EventPartitioner, check_partitioner
 
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-class CommonSettings(BaseSettings):
-    """What the processor and the simulator share: where the services are, and the rules."""
+
+class ConnectionSettings(BaseSettings):
+    """Where Kafka and Redis are and how to reach them: TLS, SASL, ACL users (contract: Secured
+    Kafka and Redis). Read by every component; processor/connections.py turns them into clients.
+
+    A password never stays in REDIS_URL: it moves into `redis_password` (a SecretStr), so the
+    URL can be logged and a settings dump or repr shows no secret.
+    """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # Read again at each new connection's client: a rotated file is picked up without a restart.
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_ca_file: Path | None = None  # PEM; the system's trust store when unset
+    kafka_ssl_cert_file: Path | None = None  # client certificate (mutual TLS), with its key
+    kafka_ssl_key_file: Path | None = None
+    kafka_ssl_check_hostname: bool = True
+
     redis_url: str = "redis://localhost:6379/0"
     # REDIS_URL names one node of a Redis Cluster: use a cluster client (contract).
     redis_cluster: bool = False
+    # The password of REDIS_URL (taken out of it) or REDIS_PASSWORD_FILE's.
+    redis_password: SecretStr | None = Field(None, repr=False)
+    redis_password_file: Path | None = None
+    redis_ssl_ca_file: Path | None = None
+    redis_ssl_cert_file: Path | None = None
+    redis_ssl_key_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_redis_url(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        key = next((k for k in data if isinstance(k, str) and k.lower() == "redis_url"), None)
+        url = data.get(key) if key is not None else None
+        if not isinstance(url, str):
+            return data
+        stripped, password = split_redis_password(url)
+        if password is None:
+            return data
+        if any(isinstance(k, str) and k.lower() == "redis_password" and data[k] for k in data):
+            raise ValueError("REDIS_URL carries a password and REDIS_PASSWORD is set too: give it once")
+        return {**data, key: stripped, "redis_password": password}
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> ConnectionSettings:
+        protocol, sasl = self.kafka_security_protocol, self.kafka_security_protocol.startswith("SASL_")
+        if sasl:
+            if self.kafka_sasl_mechanism is None:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM "
+                    "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                )
+            if not self.kafka_sasl_username:
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME")
+            if self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_PASSWORD or "
+                    "KAFKA_SASL_PASSWORD_FILE"
+                )
+        else:
+            given = [
+                name
+                for name, value in (
+                    ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism),
+                    ("KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                    ("KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+                    ("KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL: "
+                    "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)"
+                )
+        if self.kafka_sasl_password is not None and self.kafka_sasl_password_file is not None:
+            raise ValueError("KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE are both set: give one")
+        tls = protocol in ("SSL", "SASL_SSL")
+        if not tls:
+            given = [
+                name
+                for name, value in (
+                    ("KAFKA_SSL_CA_FILE", self.kafka_ssl_ca_file),
+                    ("KAFKA_SSL_CERT_FILE", self.kafka_ssl_cert_file),
+                    ("KAFKA_SSL_KEY_FILE", self.kafka_ssl_key_file),
+                )
+                if value is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS: "
+                    "set KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL"
+                )
+        _check_pair("KAFKA_SSL", self.kafka_ssl_cert_file, self.kafka_ssl_key_file)
+        _check_files(
+            ("KAFKA_SASL_PASSWORD_FILE", self.kafka_sasl_password_file),
+            ("KAFKA_SSL_CA_FILE", self.kafka_ssl_ca_file),
+            ("KAFKA_SSL_CERT_FILE", self.kafka_ssl_cert_file),
+            ("KAFKA_SSL_KEY_FILE", self.kafka_ssl_key_file),
+        )
+        return self
+
+    @model_validator(mode="after")
+    def _check_redis_security(self) -> ConnectionSettings:
+        if self.redis_password is not None and self.redis_password_file is not None:
+            raise ValueError("REDIS_URL carries a password and REDIS_PASSWORD_FILE is set too: give one")
+        tls_files = [
+            name
+            for name, value in (
+                ("REDIS_SSL_CA_FILE", self.redis_ssl_ca_file),
+                ("REDIS_SSL_CERT_FILE", self.redis_ssl_cert_file),
+                ("REDIS_SSL_KEY_FILE", self.redis_ssl_key_file),
+            )
+            if value is not None
+        ]
+        if tls_files and not self.redis_url.startswith("rediss://"):
+            raise ValueError(
+                f"{', '.join(tls_files)} set but REDIS_URL does not use TLS: write it rediss://..."
+            )
+        _check_pair("REDIS_SSL", self.redis_ssl_cert_file, self.redis_ssl_key_file)
+        _check_files(
+            ("REDIS_PASSWORD_FILE", self.redis_password_file),
+            ("REDIS_SSL_CA_FILE", self.redis_ssl_ca_file),
+            ("REDIS_SSL_CERT_FILE", self.redis_ssl_cert_file),
+            ("REDIS_SSL_KEY_FILE", self.redis_ssl_key_file),
+        )
+        return self
+
+
+def split_redis_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password or None); the user name stays in the URL."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (f"{user}@" if user else "") + host + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
+
+
+def _check_pair(prefix: str, cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        given, missing = ("CERT", "KEY") if key is None else ("KEY", "CERT")
+        raise ValueError(
+            f"{prefix}_{given}_FILE is set without {prefix}_{missing}_FILE: a client certificate "
+            "needs its private key (both PEM)"
+        )
+
+
+def _check_files(*named: tuple[str, Path | None]) -> None:
+    for name, path in named:
+        if path is not None and not path.is_file():
+            raise ValueError(f"{name} {path} is not a readable file")
+
+
+class CommonSettings(ConnectionSettings):
+    """What the processor and the simulator share: where the services are, and the rules."""
+
     events_topic: str = Field("playback.events", min_length=1)
     verdicts_topic: str = Field("playback.verdicts", min_length=1)
     dlq_topic: str = Field("playback.events.dlq", min_length=1)

@@ -7,14 +7,17 @@ import logging
 from aiokafka import AIOKafkaConsumer
 
 from processor.config import Settings
+from processor.connections import KafkaAccess, kafka_access
 from processor.cycle import CyclePolicy
+from processor.kafka_checks import AUTHORIZATION_ERRORS, refusal
+from processor.retrying import StopRequested
 
 log = logging.getLogger("processor")
 
 
-def events_consumer(s: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=s.kafka_bootstrap_servers,
+def events_consumer(s: Settings, kafka: KafkaAccess | None = None) -> AIOKafkaConsumer:
+    """The events consumer, with the settings' security (or `kafka`'s, made from them once)."""
+    return (kafka or kafka_access(s)).consumer(
         group_id=s.consumer_group,
         enable_auto_commit=False,
         # Never a silent reset: a position out of the log's range raises (OffsetOutOfRangeError,
@@ -59,3 +62,39 @@ class FetchPacing:
                 log.warning("this aiokafka's fetcher cannot be paced: cycles do not gather")
             return
         fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes = self._policy.fetch_wait(idle)
+
+
+class RefusedFetches:
+    """A fetch Kafka refuses at run time (Read revoked on the events topic): held, not fatal.
+
+    Nothing of a refused fetch is decided or committed, the position stays where it was; the
+    refusal is said on /health (`consumeError`) and in the log at each attempt, and the fetch is
+    tried again with backoff, so a grant back lets the processor go on where it stopped.
+    """
+
+    def __init__(self, kafka: KafkaAccess, uses: dict[str, str], backoff) -> None:
+        self._kafka = kafka
+        self._uses = uses
+        self._backoff = backoff
+        self._attempt = 0
+        self.detail: str | None = None  # the refusal being held, for /health
+
+    async def getmany(self, consumer: AIOKafkaConsumer, **kwargs) -> dict:
+        try:
+            records = await consumer.getmany(**kwargs)
+        except AUTHORIZATION_ERRORS as exc:
+            self._attempt += 1
+            self.detail = str(refusal(exc, self._kafka, self._uses))
+            log.error(
+                "fetching events refused; nothing decided or committed, retrying",
+                extra={"detail": self.detail, "attempt": self._attempt},
+            )
+            try:
+                await self._backoff(self._attempt)
+            except StopRequested:
+                pass  # the loop sees the stop
+            return {}
+        if self.detail is not None:
+            log.info("fetching events works again", extra={"after_attempts": self._attempt})
+        self.detail, self._attempt = None, 0
+        return records

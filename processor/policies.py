@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from processor.config import Settings
+from processor.connections import KafkaAccess, kafka_access
 from processor.metrics import Metrics
 from processor.topics import COMPACTED, ensure_topics
 
@@ -31,14 +32,17 @@ ClassName = Annotated[str, Field(min_length=1, max_length=32)]
 POLICY_PARTITIONS = 1  # a handful of small records; one partition keeps every change in order
 
 
-async def ensure_policies_topic(settings: Settings) -> int:
-    """Create the policies topic (compacted) when it is missing; return its partition count."""
+async def ensure_policies_topic(settings: Settings, needs: tuple[str, ...] = ("Read",)) -> int:
+    """Create the policies topic (compacted) when it is missing; return its partition count.
+
+    `needs`: what the caller does with it (the processor reads, `policy set` writes)."""
     counts = await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        kafka_access(settings),
         [settings.policies_topic],
         POLICY_PARTITIONS,
         settings.topic_replication_factor,
         configs={settings.policies_topic: COMPACTED},
+        needs={settings.policies_topic: needs},
     )
     return counts[settings.policies_topic]
 
@@ -176,20 +180,18 @@ def _as_json(p: Policy) -> dict:
     return out
 
 
-def whole_topic_reader(bootstrap: str) -> AIOKafkaConsumer:
+def whole_topic_reader(kafka: KafkaAccess | str) -> AIOKafkaConsumer:
     """A consumer without a group or commits, for reading topics whole by assignment (the
     policies here; the verdicts topic in the gateway's support console)."""
     # read_committed: a policy written in an aborted transaction was never set.
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
-    )
+    return KafkaAccess.of(kafka).consumer(enable_auto_commit=False, isolation_level="read_committed")
 
 
 class PolicyFollower:
     """Reads the whole policies topic into a PolicyTable, then follows it in the background."""
 
-    def __init__(self, bootstrap: str, topic: str, table: PolicyTable, metrics: Metrics) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaAccess | str, topic: str, table: PolicyTable, metrics: Metrics) -> None:
+        self._kafka = KafkaAccess.of(kafka)
         self._topic = topic
         self.table = table
         self._metrics = metrics
@@ -199,7 +201,7 @@ class PolicyFollower:
 
     async def start(self, partitions: int, timeout_s: float = 60.0, follow: bool = True) -> None:
         """Return once every record up to the topic's current end is applied; then follow it."""
-        self._consumer = whole_topic_reader(self._bootstrap)
+        self._consumer = whole_topic_reader(self._kafka)
         await self._consumer.start()
         tps = [TopicPartition(self._topic, p) for p in range(partitions)]
         self._consumer.assign(tps)
@@ -250,11 +252,11 @@ class PolicyFollower:
 
 
 async def read_policies(
-    bootstrap: str, topic: str, partitions: int, max_streams: int, overflow: str
+    kafka: KafkaAccess | str, topic: str, partitions: int, max_streams: int, overflow: str
 ) -> PolicyTable:
     """The policies in force now: the topic read once to its end, as the processor reads it."""
     table = PolicyTable(max_streams, overflow)
-    follower = PolicyFollower(bootstrap, topic, table, Metrics())
+    follower = PolicyFollower(kafka, topic, table, Metrics())
     try:
         await follower.start(partitions, follow=False)
     finally:
@@ -266,6 +268,6 @@ async def follow_policies(settings: Settings, metrics: Metrics) -> PolicyFollowe
     """Create the topic if missing, read it to its end, and follow it from then on."""
     partitions = await ensure_policies_topic(settings)
     table = PolicyTable(settings.max_streams, settings.overflow_policy, metrics)
-    follower = PolicyFollower(settings.kafka_bootstrap_servers, settings.policies_topic, table, metrics)
+    follower = PolicyFollower(kafka_access(settings), settings.policies_topic, table, metrics)
     await follower.start(partitions)
     return follower

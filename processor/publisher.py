@@ -21,7 +21,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordTooLargeError
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from processor.connections import KafkaAccess
 from processor.kafka_batches import send_in_batches
+from processor.kafka_checks import AUTHORIZATION_ERRORS, refusal
 from processor.metrics import Metrics
 from processor.partitioning import PartitionMismatch
 from processor.retrying import utc_iso
@@ -105,13 +107,13 @@ def classify(exc: BaseException) -> str:
 class VerdictPublisher:
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess | str,
         verdicts_topic: str,
         dlq_topic: str,
         metrics: Metrics,
         backoff: Callable[[int], Awaitable[None]],
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = KafkaAccess.of(kafka)
         self._verdicts_topic = verdicts_topic
         self._dlq_topic = dlq_topic
         self._metrics = metrics
@@ -127,8 +129,7 @@ class VerdictPublisher:
             await self._producer.stop()
 
     async def _new_producer(self) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap,
+        producer = self._kafka.producer(
             enable_idempotence=True,
             acks="all",
             max_batch_size=PRODUCER_BATCH_BYTES,
@@ -173,10 +174,18 @@ class VerdictPublisher:
                 error = type(exc).__name__
                 self.failing = {"error": error, "kind": kind, "attempts": attempt, "since": since}
                 self._metrics.publish_failing.set(1)
+                if isinstance(exc, AUTHORIZATION_ERRORS):  # an ACL revoked while running: say which
+                    uses = {self._verdicts_topic: "Write", self._dlq_topic: "Write"}
+                    self.failing["detail"] = str(refusal(exc, self._kafka, uses))
                 log.log(
                     logging.WARNING if kind == "retriable" else logging.ERROR,
                     "publishing verdicts failed; retrying the batch with a new producer, nothing committed",
-                    extra={"error": repr(exc), "kind": kind, "attempt": attempt},
+                    extra={
+                        "error": repr(exc),
+                        "kind": kind,
+                        "attempt": attempt,
+                        "detail": self.failing.get("detail"),
+                    },
                 )
                 await self._backoff(attempt)
                 # A failed idempotent batch leaves the producer's sequence numbers out of

@@ -27,11 +27,13 @@ def readiness(
     stalled: bool,
     retrying: list[dict] = (),
     in_cycle: tuple[str, float] | None = None,
+    refused: str | None = None,
 ) -> tuple[bool, dict]:
     """UP only while consuming partitions (claimed, so not during an assignment), none halted,
     publishing working, no Redis call being retried (`retrying` names each: what, since when;
     the loop is alive meanwhile, so liveness stays UP), no cycle step (`in_cycle`: decide or
-    publish, since when) stuck past STUCK_STEP_S (`stuck`). A partition replaying lost Redis writes
+    publish, since when) stuck past STUCK_STEP_S (`stuck`), no fetch refused by Kafka
+    (`refused`, an ACL revoked while running: `consumeError`). A partition replaying lost Redis writes
     is consuming (UP), and named under `repairingPartitions`."""
     body: dict = {"status": "UP", "assignedPartitions": assigned}
     halted = partitions.halted()
@@ -43,12 +45,14 @@ def readiness(
         body["repairingPartitions"] = [s.tp.partition for s in repairing]
     if publish_error is not None:
         body["publishError"] = publish_error
+    if refused is not None:
+        body["consumeError"] = refused
     if retrying:
         body["retrying"] = list(retrying)
     stuck = in_cycle is not None and time.time() - in_cycle[1] > STUCK_STEP_S
     if stuck:
         body["stuck"] = {"what": in_cycle[0], "since": utc_iso(in_cycle[1])}
-    working = consuming and not assigning and not stalled and publish_error is None
+    working = consuming and not assigning and not stalled and publish_error is None and refused is None
     ok = working and not retrying and not stuck and bool(assigned) and not halted
     if not ok:
         body["status"] = "DOWN"

@@ -1,14 +1,19 @@
-"""Checks on the Redis the processor is about to write leases to, run once at start."""
+"""Checks on the Redis the processor is about to write leases to, run once at start.
+
+They ask with the least a Redis ACL user needs: INFO (a refused INFO is logged and the check
+skipped, never a crash), never CONFIG (a user allowed CONFIG GET can read `requirepass`).
+"""
 
 from __future__ import annotations
 
 import logging
 
 from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, ResponseError
 
 from processor.config import Settings
+from processor.connections import RedisAccess
 from processor.lease_store import partition_slot
 
 log = logging.getLogger("processor")
@@ -22,6 +27,54 @@ class UnsafeRedisError(RuntimeError):
 
 class RedisModeError(RuntimeError):
     """REDIS_CLUSTER does not match the Redis that REDIS_URL names."""
+
+
+class RedisAccessError(RuntimeError):
+    """Redis refuses this client (TLS or login): one line that says which, and what to do."""
+
+
+async def check_redis_login(redis: Redis | RedisCluster, access: RedisAccess) -> None:
+    """Open one connection as every call will (TLS, AUTH); RedisAccessError when Redis refuses
+    it. An unreachable Redis raises redis' ConnectionError, which the caller waits out."""
+    where = f"Redis at {access.url}"  # the URL holds no password (the settings took it out)
+    try:
+        if isinstance(redis, RedisCluster):
+            await redis.initialize()
+        else:
+            connection = await redis.connection_pool.get_connection()
+            await redis.connection_pool.release(connection)
+    except AuthenticationError as exc:
+        raise RedisAccessError(
+            f"{where} refused the login of user {access.user!r} ({str(exc).splitlines()[0][:120]}): a "
+            "wrong password or an unknown or disabled user; check REDIS_URL and REDIS_PASSWORD_FILE"
+        ) from None
+    except NoPermissionError as exc:
+        raise RedisAccessError(
+            f"Redis user {access.user!r} at {access.url} may not run a command the client needs ({exc}): "
+            "see docs/security.md for the user's command list"
+        ) from None
+    except RedisConnectionError as exc:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            why = (
+                "presented a certificate for another name"
+                if "mismatch" in text.lower()
+                else ("presented a certificate that is not trusted")
+            )
+            raise RedisAccessError(
+                f"{where} {why} ({_ssl_reason(text)}): set REDIS_SSL_CA_FILE to the PEM of the CA "
+                "that signed it"
+            ) from None
+        if "SSL" in text or "TLS" in text:
+            raise RedisAccessError(
+                f"the TLS handshake with {where} failed ({_ssl_reason(text)}): check rediss:// against the "
+                "server, and REDIS_SSL_CERT_FILE/REDIS_SSL_KEY_FILE if it asks for a client certificate"
+            ) from None
+        raise
+
+
+def _ssl_reason(text: str) -> str:
+    return text.split("] ", 1)[-1].splitlines()[0][:160]
 
 
 async def check_redis_mode(redis: Redis | RedisCluster, cluster: bool) -> None:
@@ -44,7 +97,15 @@ async def check_redis_mode(redis: Redis | RedisCluster, cluster: bool) -> None:
                 ) from None
             raise RedisConnectionError(str(exc)) from exc
         return
-    info = await redis.info("cluster")
+    try:
+        info = await redis.info("cluster")
+    except NoPermissionError:
+        log.warning(
+            "cannot check that REDIS_CLUSTER matches the Redis (INFO refused to this ACL user): "
+            "make sure REDIS_CLUSTER=%s is right",
+            str(cluster).lower(),
+        )
+        return
     if info.get("cluster_enabled") in (1, "1"):
         raise RedisModeError(
             "REDIS_URL names a node of a Redis Cluster (cluster_enabled:1) but REDIS_CLUSTER is "
@@ -85,14 +146,15 @@ async def check_redis_safe(redis: Redis, settings: Settings) -> None:
 
     An evicted user key silently frees all of that user's slots. `volatile-*` policies are no
     safer than `allkeys-*`: every user key carries a TTL (IDLE_USER_TTL_SECONDS). When CONFIG
-    is unavailable (renamed, disabled, or denied by an ACL, as on many managed services) the
-    policy cannot be known: warn and go on rather than refuse a Redis that may well be fine.
+    is read from INFO memory, never CONFIG GET (a user allowed it can read `requirepass`); when
+    INFO is unavailable (renamed, or denied by an ACL) the policy cannot be known: warn and go
+    on rather than refuse a Redis that may well be fine.
     """
     try:
         policies = await _policies(redis)
     except ResponseError as exc:
         log.warning(
-            "cannot read Redis maxmemory-policy (CONFIG GET refused): make sure it is 'noeviction'",
+            "cannot read Redis maxmemory-policy (INFO refused): make sure it is 'noeviction'",
             extra={"error": str(exc)},
         )
         return
@@ -121,12 +183,10 @@ async def _policies(redis: Redis) -> list[str]:
         targets = [{"target_nodes": node} for node in redis.get_primaries()]
     out = []
     for kwargs in targets:
-        reply = await redis.config_get("maxmemory-policy", **kwargs)
-        for key, value in reply.items():
-            if _text(key) == "maxmemory-policy":
-                out.append(_text(value))
+        info = await redis.info("memory", **kwargs)
+        if isinstance(redis, RedisCluster):  # one node targeted: its reply, under its name
+            info = next(iter(info.values())) if info and "maxmemory_policy" not in info else info
+        policy = info.get("maxmemory_policy")
+        if policy is not None:
+            out.append(policy.decode() if isinstance(policy, bytes) else str(policy))
     return out
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from processor.connections import KafkaAccess
 from processor.kafka_batches import send_in_batches
 from processor.metrics import Metrics
 
@@ -82,9 +83,9 @@ def reply_target(headers: Iterable[tuple[str, bytes]] | None) -> tuple[str, int]
 
 class ReplySender:
     def __init__(
-        self, bootstrap: str, metrics: Metrics, allowed: str, own_topics: Iterable[str] = ()
+        self, kafka: KafkaAccess | str, metrics: Metrics, allowed: str, own_topics: Iterable[str] = ()
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = KafkaAccess.of(kafka)
         self._metrics = metrics
         self._allowed = re.compile(allowed)
         self._own = frozenset(own_topics)
@@ -174,7 +175,7 @@ class ReplySender:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=0)
+            producer = self._kafka.producer(acks="all", linger_ms=0)
             await producer.start()
             self._producer = producer
         return self._producer

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from processor.connections import KafkaAccess, kafka_access
 from processor.policies import PolicyTable, ensure_policies_topic, read_policies
 from processor.topics import EVENTS_TOPIC_CONFIGS, ensure_topics
 from producer_sim.plans import policy_table
@@ -23,14 +23,15 @@ POLICY_GRACE_S = 3.0  # a running processor applies a policy change "normally wi
 
 async def ensure_sim_topics(settings: SimSettings) -> dict[str, int]:
     """Create the events and verdicts topics if missing (as the processor would); their partition counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    kafka = kafka_access(settings)
+    admin = kafka.admin()
     await admin.start()
     try:
         brokers = len((await admin.describe_cluster())["brokers"])
     finally:
         await admin.close()
     return await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        kafka,
         [settings.events_topic, settings.verdicts_topic],
         settings.topic_partitions,
         max(1, min(3, brokers)),
@@ -38,8 +39,8 @@ async def ensure_sim_topics(settings: SimSettings) -> dict[str, int]:
     )
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def topic_partitions(kafka: KafkaAccess | str, topic: str) -> int:
+    admin = KafkaAccess.of(kafka).admin()
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -51,13 +52,12 @@ async def topic_partitions(bootstrap: str, topic: str) -> int:
 
 
 async def start_verdict_consumer(
-    bootstrap: str, topic: str, partitions: int | None = None, from_end: bool = True
+    kafka: KafkaAccess | str, topic: str, partitions: int | None = None, from_end: bool = True
 ) -> AIOKafkaConsumer:
     """A group-less consumer with every partition of `topic` assigned, positioned at the end."""
     if partitions is None:
-        partitions = await topic_partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        partitions = await topic_partitions(kafka, topic)
+    consumer = KafkaAccess.of(kafka).consumer(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="latest" if from_end else "earliest",
@@ -81,12 +81,11 @@ async def start_verdict_consumer(
     return consumer
 
 
-async def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0) -> list[ConsumerRecord]:
+async def read_topic(kafka: KafkaAccess | str, topic: str, timeout_s: float = 120.0) -> list[ConsumerRecord]:
     """Every record of `topic`, from the beginning to the end offsets seen at the start.
     RuntimeError when the topic does not exist."""
-    partitions = await topic_partitions(bootstrap, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    partitions = await topic_partitions(kafka, topic)
+    consumer = KafkaAccess.of(kafka).consumer(
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -116,9 +115,9 @@ async def read_topic(bootstrap: str, topic: str, timeout_s: float = 120.0) -> li
         await consumer.stop()
 
 
-async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+async def committed_offsets(kafka: KafkaAccess | str, group: str, topic: str) -> dict[int, int]:
     """partition -> committed offset of `group` on `topic` (partitions without one are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAccess.of(kafka).admin()
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -134,14 +133,16 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
 # --------------------------------------------------------------------------------------------
 
 
-async def read_policy_table(bootstrap: str, topic: str, max_streams: int, overflow: str) -> PolicyTable:
+async def read_policy_table(
+    kafka: KafkaAccess | str, topic: str, max_streams: int, overflow: str
+) -> PolicyTable:
     """The policies in force, as the processor reads them: every record of `topic` in order
     (a missing topic: the settings alone). Malformed records are skipped, as it skips them."""
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
     except RuntimeError:  # no such topic: no policies
         return PolicyTable(max_streams, overflow)
-    return await read_policies(bootstrap, topic, partitions, max_streams, overflow)
+    return await read_policies(kafka, topic, partitions, max_streams, overflow)
 
 
 async def install_policies(
@@ -153,14 +154,14 @@ async def install_policies(
     processor needs a moment to read them: the run waits `grace_s` before it starts (zero
     when the processor starts afterwards, as in the demo: it reads the topic before deciding).
     """
-    await ensure_policies_topic(settings)  # type: ignore[arg-type]  # SimSettings has what it reads
-    bootstrap, topic = settings.kafka_bootstrap_servers, settings.policies_topic
+    await ensure_policies_topic(settings, needs=("Write",))  # type: ignore[arg-type]  # SimSettings has what it reads
+    kafka, topic = kafka_access(settings), settings.policies_topic
     limits = (settings.max_streams, settings.overflow_policy)
-    current = (await read_policy_table(bootstrap, topic, *limits)).listing()
+    current = (await read_policy_table(kafka, topic, *limits)).listing()
     wanted = policy_table(*limits, list(records)).listing()
     stale = [(key, value) for key, value in records if current.get(key.decode()) != wanted[key.decode()]]
     if stale:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+        producer = kafka.producer(enable_idempotence=True, acks="all")
         await producer.start()
         try:
             for key, value in stale:
@@ -170,4 +171,4 @@ async def install_policies(
         log.info("wrote %d policy records to %s", len(stale), topic)
         if grace_s > 0:
             await asyncio.sleep(grace_s)
-    return await read_policy_table(bootstrap, topic, *limits)
+    return await read_policy_table(kafka, topic, *limits)

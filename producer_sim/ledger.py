@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from processor.connections import KafkaAccess
+
 ENDS = {("allow", "stopped"), ("revoke", "evicted"), ("revoke", "terminated"), ("revoke", "expired")}
 RENEWALS = {"renewed", "already_active"}
 MAX_EXAMPLES = 20
@@ -177,7 +179,7 @@ def print_series(ledger: Ledger, points: int = 12) -> None:
         print(f"{(at - t0) / 60_000:8.1f} {total:6d} " + " ".join(f"{by.get(c, 0):8d}" for c in classes))
 
 
-async def read_ledger(bootstrap: str, verdicts_topic: str) -> Ledger:
+async def read_ledger(bootstrap: KafkaAccess | str, verdicts_topic: str) -> Ledger:
     from producer_sim.kafka_io import read_topic
 
     records = await read_topic(bootstrap, verdicts_topic)

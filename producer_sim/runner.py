@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+from processor.connections import kafka_access
 from processor.partitioning import ProducerPartitioner
 from processor.reference_model import ReferenceModel
 from producer_sim.checker import Checker, percentile
@@ -106,7 +107,7 @@ class Simulation:
             table = await install_policies(s, policy_records(), self.cfg.policy_grace_s)
         else:
             table = await read_policy_table(
-                s.kafka_bootstrap_servers, s.policies_topic, s.max_streams, s.overflow_policy
+                kafka_access(s), s.policies_topic, s.max_streams, s.overflow_policy
             )
         self.checker.policies = table
         self.policies = table.listing()
@@ -118,11 +119,11 @@ class Simulation:
         # The model follows each events partition's stream time: the ledger's expiries are checked too.
         self.checker.partitions = counts[settings.events_topic]
         await self.load_policies()
+        kafka = kafka_access(settings)
         consumer = await start_verdict_consumer(
-            settings.kafka_bootstrap_servers, settings.verdicts_topic, counts[settings.verdicts_topic]
+            kafka, settings.verdicts_topic, counts[settings.verdicts_topic]
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
+        producer = kafka.producer(
             enable_idempotence=True,
             acks="all",
             linger_ms=5,

@@ -53,6 +53,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from processor.connections import KafkaAccess, RedisAccess, kafka_access, redis_access
 from processor.policies import Policy, PolicyTable
 from processor.reference_model import ReferenceModel
 from processor.wire import DecodedEvent, DecodeError, decode_event
@@ -289,7 +290,7 @@ class Verifier:
         """The dead-letter topic holds exactly the bad records, each faithfully copied."""
         check_dead_letters(self.report, self.bad, self.bad_records, records, source_topic)
 
-    async def check_redis(self, redis_url: str, cluster: bool = False) -> None:
+    async def check_redis(self, redis_url: RedisAccess | str, cluster: bool = False) -> None:
         """The leases in Redis (a Redis Cluster with `cluster`) at each user's clock against the model's."""
         await check_redis_state(
             self.report, self.events_topic, self.rules, self.models, self.limits, redis_url, cluster
@@ -297,11 +298,11 @@ class Verifier:
 
 
 async def run_verifier(
-    bootstrap: str,
+    bootstrap: KafkaAccess | str,
     events_topic: str,
     verdicts_topic: str,
     dlq_topic: str | None = None,
-    redis_url: str | None = None,
+    redis_url: RedisAccess | str | None = None,
     *,
     max_streams: int = 3,
     lease_ttl_ms: int = 90_000,
@@ -331,11 +332,11 @@ async def run_verifier(
 
 
 async def verify(
-    bootstrap: str,
+    bootstrap: KafkaAccess | str,
     events_topic: str,
     verdicts_topic: str,
     dlq_topic: str | None = None,
-    redis_url: str | None = None,
+    redis_url: RedisAccess | str | None = None,
     **rules: Any,
 ) -> VerifyReport:
     """Read the topics (and Redis, when `redis_url` is given) and check them against the model."""
@@ -366,11 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = asyncio.run(
             verify(
-                args.bootstrap or s.kafka_bootstrap_servers,
+                kafka_access(s, args.bootstrap),
                 events_topic,
                 args.verdicts_topic or s.verdicts_topic,
                 None if args.no_dlq else (args.dlq_topic or s.dlq_topic),
-                None if args.no_redis else (args.redis_url or s.redis_url),
+                None if args.no_redis else redis_access(s, args.redis_url),
                 max_streams=s.max_streams,
                 lease_ttl_ms=s.lease_ttl_ms,
                 policy=s.overflow_policy,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiokafka.structs import ConsumerRecord
 
+from processor.connections import RedisAccess
 from processor.publisher import DLQ_HEADERS
 from processor.reference_model import ReferenceModel
 from producer_sim.verify_report import VerifyReport
@@ -86,17 +87,16 @@ async def check_redis_state(
     rules: tuple[int, int, str, int],
     models: dict[int, ReferenceModel],
     limits: dict[str, int],
-    redis_url: str,
+    redis_url: RedisAccess | str,
     cluster: bool = False,
 ) -> None:
     """The leases in Redis (LeaseStore.active_leases at each user's clock) against the model's:
     `rules` are the verifier's (MAX_STREAMS, TTL ms, overflow policy, eventId memory), `models`
     its reference model per partition, `limits` each user's limit under its last policy."""
     from processor.lease_store import LeaseStore, Rules
-    from processor.redis_client import connect
 
     max_streams, ttl, policy, memory = rules
-    redis = connect(redis_url, cluster=cluster)
+    redis = RedisAccess.of(redis_url, cluster).client()
     try:
         store = LeaseStore(redis, events_topic, Rules(max_streams, ttl, policy, memory, 86_400_000))
         checked = 0

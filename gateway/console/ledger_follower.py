@@ -21,6 +21,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.console.ledger import LedgerIndex
+from processor.connections import KafkaAccess
 from processor.policies import whole_topic_reader
 
 log = logging.getLogger("gateway.console")
@@ -30,8 +31,10 @@ CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class LedgerFollower:
-    def __init__(self, bootstrap: str, topic: str, index: LedgerIndex, check_seconds: float = 2.0) -> None:
-        self._bootstrap = bootstrap
+    def __init__(
+        self, kafka: KafkaAccess | str, topic: str, index: LedgerIndex, check_seconds: float = 2.0
+    ) -> None:
+        self._kafka = kafka
         self._topic = topic
         self.index = index
         self._check_seconds = check_seconds
@@ -44,7 +47,7 @@ class LedgerFollower:
         self.error: str | None = None
 
     async def start(self, partitions: int) -> None:
-        consumer = whole_topic_reader(self._bootstrap)
+        consumer = whole_topic_reader(self._kafka)
         await consumer.start()
         self._consumer = consumer
         self._tps = [TopicPartition(self._topic, p) for p in range(partitions)]

@@ -25,6 +25,8 @@ from gateway.console.support_auth import Support
 from gateway.events import now_ms
 from gateway.service import Answer, Gateway
 from gateway.settings import GatewaySettings
+from processor.connections import kafka_access
+from processor.kafka_checks import KafkaAccessError
 from processor.metrics import Metrics
 from processor.policies import POLICY_PARTITIONS, PolicyFollower, PolicyTable
 from processor.topics import COMPACTED, ensure_topics
@@ -65,29 +67,36 @@ class ConsoleService:
                     await self._start_once(s)
                     self.state = "running"
                     return
+                except KafkaAccessError as exc:  # an ACL the console needs: said, and retried
+                    self.state = str(exc)
+                    log.error("console not ready: retrying", extra={"why": self.state})
                 except (KafkaError, OSError, TimeoutError) as exc:
                     self.state = f"cannot read the ledger or the policies from Kafka: {exc!r}"
                     log.warning("console not ready: retrying", extra={"why": self.state})
             await asyncio.sleep(START_RETRY_SECONDS)
 
     async def _start_once(self, s: GatewaySettings) -> None:
+        kafka = kafka_access(s)  # the gateway's own principal and security settings
         if self._ledger is None:
             counts = await ensure_topics(
-                s.kafka_bootstrap_servers, [s.verdicts_topic], s.topic_partitions, s.topic_replication_factor
+                kafka,
+                [s.verdicts_topic],
+                s.topic_partitions,
+                s.topic_replication_factor,
+                needs={s.verdicts_topic: ("Read",)},
             )
-            ledger = LedgerFollower(
-                s.kafka_bootstrap_servers, s.verdicts_topic, self.index, self.console.console_check_seconds
-            )
+            ledger = LedgerFollower(kafka, s.verdicts_topic, self.index, self.console.console_check_seconds)
             await ledger.start(counts[s.verdicts_topic])
             self._ledger = ledger
         counts = await ensure_topics(
-            s.kafka_bootstrap_servers,
+            kafka,
             [s.policies_topic],
             POLICY_PARTITIONS,
             s.topic_replication_factor,
             configs={s.policies_topic: COMPACTED},
+            needs={s.policies_topic: ("Read",)},
         )
-        follower = PolicyFollower(s.kafka_bootstrap_servers, s.policies_topic, self.policies, Metrics())
+        follower = PolicyFollower(kafka, s.policies_topic, self.policies, Metrics())
         try:
             await follower.start(counts[s.policies_topic])
         except BaseException:

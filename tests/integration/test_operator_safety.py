@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 
 from processor.config import Settings, load_settings
 from processor.lease_store import LeaseStore, Rules
-from processor.redis_checks import UnsafeRedisError, check_redis_safe
+from processor.redis_checks import UnsafeRedisError, check_redis_mode, check_redis_safe
 from processor.wire import decode_event
 from tests.harness import TEST_SECRET
 
@@ -78,11 +78,12 @@ async def test_noeviction_redis_passes_silently(
     assert not [r for r in caplog.records if r.name.startswith("processor")]
 
 
-async def test_redis_that_refuses_config_get_is_accepted_with_a_warning(
-    set_policy, redis_client: Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+async def test_an_evicting_redis_is_refused_without_config_get_reading_info(
+    set_policy, redis_client: Redis, redis_url: str
 ):
-    # As on managed Redis services: CONFIG denied by an ACL (or renamed away).
-    await set_policy("allkeys-lru")  # unsafe, but the processor cannot know it
+    # As on managed Redis services: CONFIG denied by an ACL (a user allowed CONFIG GET can read
+    # requirepass); the policy is read from INFO memory, so the refusal still happens.
+    await set_policy("allkeys-lru")
     user, password = f"no-config-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     await redis_client.acl_setuser(
         user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", "-config"]
@@ -91,9 +92,32 @@ async def test_redis_that_refuses_config_get_is_accepted_with_a_warning(
     try:
         with pytest.raises(ResponseError):
             await limited.config_get("maxmemory-policy")
+        with pytest.raises(UnsafeRedisError, match="allkeys-lru"):
+            await check_redis_safe(limited, settings())
+    finally:
+        await limited.aclose()
+        await redis_client.acl_deluser(user)
+
+
+async def test_redis_that_refuses_info_is_accepted_with_a_warning(
+    set_policy, redis_client: Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+):
+    # A least-privilege ACL user without INFO (and CONFIG): the policy cannot be known.
+    await set_policy("allkeys-lru")  # unsafe, but the processor cannot know it
+    user, password = f"no-info-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await redis_client.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], commands=["+@all", "-config", "-info"]
+    )
+    limited = Redis.from_url(redis_url, username=user, password=password)
+    try:
+        with pytest.raises(ResponseError):
+            await limited.info("memory")
         with caplog.at_level(logging.WARNING, logger="processor"):
             await check_redis_safe(limited, settings())
-        assert any("maxmemory-policy" in r.getMessage() for r in caplog.records)
+            await check_redis_mode(limited, cluster=False)  # refused INFO: a warning, no traceback
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("maxmemory-policy" in m for m in messages), messages
+        assert any("REDIS_CLUSTER" in m for m in messages), messages
     finally:
         await limited.aclose()
         await redis_client.acl_deluser(user)
