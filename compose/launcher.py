@@ -45,15 +45,11 @@ import argparse
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import sys
-import time
-from pathlib import Path
 
 from compose.chromium import ensure_chromium
 from compose.docker_compose import COMPOSE_FILE, docker_compose, docker_engine_available
-from compose.kafka_acls import Topics
 from compose.kafka_broker import (
     KAFKA_JARS_DIR,
     KAFKA_POM,
@@ -72,13 +68,28 @@ from compose.managed import (
     LauncherError,
     ManagedProcess,
     free_port,
-    pid_alive,
-    pid_cmdline,
     port_answers,
+)
+from compose.pidfiles import (
+    CLUSTER_BASE_PORT,
+    KAFKA_CLUSTER_NODES,
+    MARKERS,
+    cluster_ports,
+    pidfile,
+    port_of,
+    ports_of,
+    read_pids,
+    stop_pid,
 )
 from compose.redis_cluster import RedisCluster
 from compose.redis_server import RedisServer, ensure_redis_server, redis_ping
-from compose.secure_services import start_secure_services
+from compose.secure_up import (
+    SECURE_KAFKA_PORT,
+    SECURE_REDIS_PORT,
+    cmd_up_secure,
+    events_partitions,
+    secure_dir,
+)
 from compose.services import Services, start_services
 
 __all__ = [
@@ -105,91 +116,12 @@ __all__ = [
     "main",
     "port_answers",
     "redis_ping",
+    "secure_dir",
     "start_services",
     "wait_for_kafka",
 ]
 
 log = logging.getLogger("compose.launcher")
-
-CLUSTER_BASE_PORT = 7000
-CLUSTER_NODES = 6  # 3 masters + 3 replicas
-KAFKA_CLUSTER_NODES = 3
-
-
-def _pidfile(name: str, port: int) -> Path:
-    """One pidfile per service and port ("pid port" a line), so that engineers or runs using
-    other ports in the same checkout never stop each other's services."""
-    return RUN_DIR / f"{name}-{port}.pid"
-
-
-def _read_pids(name: str, port: int, marker: str) -> list[int]:
-    """The pids of `name` started on `port` (a cluster: its first port) still running the
-    expected program; also from the single `<name>.pid` an older launcher wrote."""
-    lines: list[str] = []
-    with contextlib.suppress(OSError):
-        lines += _pidfile(name, port).read_text().splitlines()
-    ports = _ports_of(name, port)
-    with contextlib.suppress(OSError):
-        lines += [ln for ln in (RUN_DIR / f"{name}.pid").read_text().splitlines() if _port_of(ln) in ports]
-    pids = []
-    for line in lines:
-        with contextlib.suppress(ValueError, IndexError):
-            pid = int(line.split()[0])
-            if pid_alive(pid) and marker in pid_cmdline(pid):
-                pids.append(pid)
-    return pids
-
-
-def _ports_of(name: str, port: int) -> set[int]:
-    if name == "redis-cluster":
-        return set(_cluster_ports(port))
-    if name == "kafka-cluster":
-        return set(range(port, port + KAFKA_CLUSTER_NODES))
-    return {port}
-
-
-def _port_of(line: str) -> int | None:
-    try:
-        return int(line.split()[1])
-    except (ValueError, IndexError):
-        return None
-
-
-def _stop_pid(pid: int, timeout: float = 30.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        time.sleep(0.1)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and pid_alive(pid):
-            time.sleep(0.1)
-
-
-_MARKERS = {
-    "kafka": "kafka.Kafka",
-    "kafka-cluster": "kafka.Kafka",
-    "redis": "redis-server",
-    "redis-cluster": "redis-server",
-    "kafka-secure": "kafka.Kafka",
-    "redis-secure": "redis-server",
-}
-SECURE_KAFKA_PORT = 9094  # SASL_SSL; +1 mutual TLS, +2 hostname mismatch
-SECURE_REDIS_PORT = 6380
-SECURE_DIR = RUN_DIR / "secure"
-
-
-def secure_dir(kafka_port: int) -> Path:
-    """Where ``up --secure`` on this port keeps its CA, passwords and data (``secure/`` for the
-    default port), so runs on other ports never replace each other's credentials."""
-    return SECURE_DIR if kafka_port == SECURE_KAFKA_PORT else RUN_DIR / f"secure-{kafka_port}"
-
-
-def _cluster_ports(base: int) -> list[int]:
-    return list(range(base, base + CLUSTER_NODES))
 
 
 def cmd_up(
@@ -224,91 +156,22 @@ def cmd_up(
         print(note)
     if svc.kafka_cluster is not None:
         lines = "".join(f"{n.pid} {n.port}\n" for n in svc.kafka_cluster.nodes.values())
-        _pidfile("kafka-cluster", kafka_port).write_text(lines)
+        pidfile("kafka-cluster", kafka_port).write_text(lines)
         print(f"kafka-cluster: KAFKA_BOOTSTRAP_SERVERS={svc.bootstrap} TOPIC_REPLICATION_FACTOR=3")
     for name, handle in (("kafka", svc.broker), ("redis", svc.redis)):
         if isinstance(handle, KafkaBroker | RedisServer):
-            _pidfile(name, handle.port).write_text(f"{handle.pid} {handle.port}\n")
+            pidfile(name, handle.port).write_text(f"{handle.pid} {handle.port}\n")
     if svc.cluster is not None:
         lines = "".join(f"{n.pid} {n.port}\n" for n in svc.cluster.nodes.values())
-        _pidfile("redis-cluster", base).write_text(lines)
-        _print_spread(svc.cluster.balance_partitions(*_events_partitions()))
+        pidfile("redis-cluster", base).write_text(lines)
+        _print_spread(svc.cluster.balance_partitions(*events_partitions()))
         url, folder = svc.cluster.url, svc.cluster.data_dir
         print(f"redis-cluster: REDIS_URL={url} REDIS_CLUSTER=true; data in {folder}")
     return 0
 
 
-def cmd_up_secure(kafka_port: int | None, redis_port: int | None) -> int:
-    """Start the secured Kafka and Redis detached, make the contract's topics and ACLs, and print
-    the settings a processor and a gateway need (paths to the password files, never a password)."""
-    kafka_port, redis_port = kafka_port or SECURE_KAFKA_PORT, redis_port or SECURE_REDIS_PORT
-    folder = secure_dir(kafka_port)
-    running = _read_pids("kafka-secure", kafka_port, _MARKERS["kafka-secure"])
-    running += _read_pids("redis-secure", redis_port, _MARKERS["redis-secure"])
-    if running:
-        print(f"secured services already run (pids {running}); `make services-down` first for new ones")
-        _print_secure_env(folder)
-        return 0
-    busy = [p for p in (kafka_port, kafka_port + 1, kafka_port + 2, redis_port) if port_answers(p)]
-    if busy:
-        raise LauncherError(f"ports {busy} are taken: choose others with --kafka-port / --redis-port")
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(folder, ignore_errors=True)  # throwaway CA and passwords: new every start
-    _, partitions = _events_partitions()
-    svc = start_secure_services(
-        folder,
-        kafka_port=kafka_port,
-        mtls_port=kafka_port + 1,
-        mismatch_port=kafka_port + 2,
-        redis_port=redis_port,
-        contract_topics=_contract_topics(),
-        partitions=partitions,
-        detached=True,
-    )
-    assert svc.broker is not None and svc.redis is not None
-    _pidfile("kafka-secure", kafka_port).write_text(f"{svc.broker.pid} {kafka_port}\n")
-    _pidfile("redis-secure", redis_port).write_text(f"{svc.redis.pid} {redis_port}\n")
-    svc.write_env_files()
-    print(
-        f"kafka (secured): SASL_SSL {svc.bootstrap} (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN), mutual TLS "
-        f"{svc.mtls_bootstrap}, hostname mismatch {svc.mismatch_bootstrap}; users admin, processor, "
-        f"gateway, processor-nowrite; the contract's topics and ACLs made"
-    )
-    print(f"redis (secured): TLS only {svc.redis_url}; users admin, processor, gateway; default off")
-    _print_secure_env(folder)
-    return 0
-
-
-def _print_secure_env(folder: Path) -> None:
-    for user in ("processor", "gateway"):
-        env_file = folder / f"{user}.env"
-        print(f"# {user}: set -a; . {env_file}; set +a")
-        with contextlib.suppress(OSError):
-            print(env_file.read_text(), end="")
-    print(f"# addresses, CA, client certificate and password files: {folder / 'services.json'}")
-
-
-def _contract_topics() -> Topics:
-    """The topic and group names the processor and the gateway will use (their settings' names)."""
-    env, d = os.environ, Topics()
-    return Topics(
-        events=env.get("EVENTS_TOPIC", d.events),
-        verdicts=env.get("VERDICTS_TOPIC", d.verdicts),
-        dlq=env.get("DLQ_TOPIC", d.dlq),
-        policies=env.get("POLICIES_TOPIC", d.policies),
-        replies=env.get("GATEWAY_REPLIES_TOPIC", d.replies),
-        processor_group=env.get("CONSUMER_GROUP", d.processor_group),
-        gateway_group=env.get("GATEWAY_CONSUMER_GROUP", d.gateway_group),
-    )
-
-
-def _events_partitions() -> tuple[str, int]:
-    """The events topic and partition count the processor will use (its own settings' names)."""
-    return os.environ.get("EVENTS_TOPIC", "playback.events"), int(os.environ.get("TOPIC_PARTITIONS", "12"))
-
-
 def _print_spread(spread: dict[int, list[int]]) -> None:
-    topic, _ = _events_partitions()
+    topic, _ = events_partitions()
     shares = ", ".join(f"{port}: {parts}" for port, parts in sorted(spread.items()))
     print(f"redis-cluster: partitions of {topic} per master: {shares}")
 
@@ -317,7 +180,7 @@ def cmd_balance(redis_port: int | None) -> int:
     """Even out the events partitions over a running cluster's masters (EVENTS_TOPIC, TOPIC_PARTITIONS)."""
     from compose.cluster_slots import balance_partitions
 
-    _print_spread(balance_partitions("127.0.0.1", redis_port or CLUSTER_BASE_PORT, *_events_partitions()))
+    _print_spread(balance_partitions("127.0.0.1", redis_port or CLUSTER_BASE_PORT, *events_partitions()))
     return 0
 
 
@@ -333,14 +196,14 @@ def cmd_down(kafka_port: int | None, redis_port: int | None, local: bool) -> int
         ("redis-secure", redis_port or SECURE_REDIS_PORT),
     ]
     for name, port in targets:
-        pids = _read_pids(name, port, _MARKERS[name])
+        pids = read_pids(name, port, MARKERS[name])
         for pid in pids:  # a cluster's nodes all at once: the last alone would wait for its quorum
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
         for pid in pids:
             print(f"{name}: stopping pid {pid}")
-            _stop_pid(pid)
-        _pidfile(name, port).unlink(missing_ok=True)
+            stop_pid(pid)
+        pidfile(name, port).unlink(missing_ok=True)
         _drop_legacy_lines(name, port)
     if not local and docker_engine_available():
         return docker_compose("--profile", "cluster", "down")
@@ -349,9 +212,9 @@ def cmd_down(kafka_port: int | None, redis_port: int | None, local: bool) -> int
 
 def _drop_legacy_lines(name: str, port: int) -> None:
     legacy = RUN_DIR / f"{name}.pid"
-    ports = _ports_of(name, port)
+    ports = ports_of(name, port)
     with contextlib.suppress(OSError):
-        kept = [ln for ln in legacy.read_text().splitlines() if _port_of(ln) not in ports]
+        kept = [ln for ln in legacy.read_text().splitlines() if port_of(ln) not in ports]
         if kept:
             legacy.write_text("".join(f"{ln}\n" for ln in kept))
         else:
@@ -364,9 +227,9 @@ def cmd_status(
     base = redis_port or (CLUSTER_BASE_PORT if redis_cluster else 6379)
     kafka_ports = list(range(kafka_port, kafka_port + KAFKA_CLUSTER_NODES)) if kafka_cluster else [kafka_port]
     checks = [("kafka-cluster" if kafka_cluster else "kafka", kafka_ports)]
-    checks.append(("redis-cluster", _cluster_ports(base)) if redis_cluster else ("redis", [base]))
+    checks.append(("redis-cluster", cluster_ports(base)) if redis_cluster else ("redis", [base]))
     for name, ports in checks:
-        pids = _read_pids(name, ports[0], _MARKERS[name])
+        pids = read_pids(name, ports[0], MARKERS[name])
         owner = f"launcher pid {', '.join(map(str, pids))}" if pids else "not started by the launcher"
         answering = [p for p in ports if port_answers(p)]
         answers = "answers" if len(answering) == len(ports) else f"{len(answering)} of {len(ports)} listening"
