@@ -55,8 +55,18 @@ async def test_health_is_down_but_live_is_up_on_the_instance_that_has_no_partiti
         status, body = await get(idle.http_port, "/health")
         assert (status, orjson.loads(body)["status"]) == (503, "DOWN")
         assert (await get(idle.http_port, "/live"))[0] == 200  # a liveness probe must not restart it
-        status, body = await get(owner.http_port, "/health")
-        assert (status, orjson.loads(body)["status"]) == (200, "UP")
+        # The owner is DOWN while it claims the partition (its epoch, the state check), then UP.
+        seen: list = []
+
+        async def owner_up() -> bool:
+            status, body = await get(owner.http_port, "/health")
+            seen[:] = [status, orjson.loads(body)]
+            return (status, seen[1]["status"]) == (200, "UP")
+
+        try:
+            await wait_until(owner_up, 30, interval=0.1, what="the owner's /health UP")
+        except TimeoutError:
+            raise AssertionError(f"the owner's /health stayed {seen}") from None
         assert (await get(owner.http_port, "/live"))[0] == 200
 
 

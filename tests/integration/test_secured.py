@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
@@ -51,16 +50,8 @@ START_BOUND_S = 30.0  # the contract: a refusal ends the start within 30 s
 
 
 def topic_env(topics: Topics) -> dict[str, str]:
-    return {
-        "EVENTS_TOPIC": topics.events,
-        "VERDICTS_TOPIC": topics.verdicts,
-        "DLQ_TOPIC": topics.dlq,
-        "POLICIES_TOPIC": topics.policies,
-        "CONSUMER_GROUP": topics.processor_group,
-        "REPLY_TOPICS": re.escape(topics.replies),
-        "TOPIC_PARTITIONS": str(PARTITIONS),
-        "JWT_SECRET": JWT_SECRET,
-    }
+    """The fixture's names for `topics`, with this module's partition count and token secret."""
+    return {**SecureEnv.topic_env(topics), "TOPIC_PARTITIONS": str(PARTITIONS), "JWT_SECRET": JWT_SECRET}
 
 
 def processor_env(sec: SecureEnv, topics: Topics, user: str = "processor") -> dict[str, str]:
@@ -72,8 +63,6 @@ def gateway_env(sec: SecureEnv, topics: Topics, port: int) -> dict[str, str]:
     return {
         **sec.env("gateway"),
         **topic_env(topics),
-        "GATEWAY_REPLIES_TOPIC": topics.replies,
-        "GATEWAY_CONSUMER_GROUP": topics.gateway_group,
         "GATEWAY_REPLY_PARTITIONS": str(PARTITIONS),
         "GATEWAY_AUTH_SECRET": GATEWAY_TEST_SECRET,
         "GATEWAY_HOST": "127.0.0.1",
