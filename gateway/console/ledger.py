@@ -104,7 +104,9 @@ class LedgerIndex:
                 key = self._class_key(v.get("deviceClass"))
                 sessions[session] = key
                 self._count(minute, key, 1)
-        elif reason in ENDS:
+        elif reason in ENDS and (v.get("decision") == "revoke" or reason == "stopped"):
+            # A terminate's own verdict (allow/terminated) names the requester, who keeps
+            # watching; the target's lease ends by the revoke that follows it.
             sessions = self._active.get(user)
             if sessions is not None and session in sessions:
                 self._count(minute, sessions.pop(session), -1)

@@ -97,3 +97,15 @@ def test_device_classes_beyond_the_bound_are_counted_together():
     picture = index.series(T0)
     assert picture["classes"] == [{"deviceClass": "tv"}, {"deviceClass": "mobile"}, {"others": True}]
     assert picture["minutes"][-1]["byClass"] == [1, 1, 2]
+
+
+def test_a_terminates_own_verdict_ends_only_its_target_by_the_revoke_not_the_requester():
+    # A terminate from A of B: its own verdict (allow/terminated) names the requester A, who keeps
+    # watching; the revoke that follows ends B. (The index once ended both.)
+    index = LedgerIndex(history_minutes=5)
+    index.add(verdict("v1", "u1", "A", "started", "allow", T0))
+    index.add(verdict("v2", "u1", "B", "started", "allow", T0 + 1))
+    index.add(verdict("v3", "u1", "A", "terminated", "allow", T0 + 2, type="terminate"))
+    index.add(verdict("v4", "u1", "B", "terminated", "revoke", T0 + 2, type="terminate"))
+    assert index.active_sessions() == 1
+    assert index.series(T0 + 2)["minutes"][-1]["active"] == 1
