@@ -25,10 +25,12 @@ class ConnectionSettings(BaseSettings):
     Kafka and Redis). Read by every component; processor/connections.py turns them into clients.
 
     A password never stays in REDIS_URL: it moves into `redis_password` (a SecretStr), so the
-    URL can be logged and a settings dump or repr shows no secret.
+    URL can be logged and a settings dump or repr shows no secret. A validation error shows no
+    input either (`hide_input_in_errors`): a whole-model check's input is every setting, secrets
+    and the raw REDIS_URL included, and some callers print the error as it is.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_security_protocol: KafkaProtocol = "PLAINTEXT"

@@ -6,10 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings, load_gateway_settings
 from processor.config import Settings, SettingsError, load_settings
 from processor.connections import kafka_access, redis_access
+from producer_sim.settings import SimSettings
 
 PASSWORD = "s3cret-p4ss/word@x"  # '@' and '/' as a URL would quote them
 QUOTED = "s3cret-p4ss%2Fword%40x"
@@ -123,3 +125,15 @@ def test_plaintext_clients_get_no_security_arguments():
     kafka = kafka_access(load_settings())
     assert kafka.client_kwargs() == {"bootstrap_servers": "localhost:9092"}
     assert redis_access(load_settings()).client_kwargs() == {}
+
+
+def test_a_refused_setting_shows_no_secret_even_where_the_error_is_printed_as_it_is(monkeypatch):
+    # A whole-model check's input is every setting: the simulator's CLI prints the error as it is.
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "kafka-secret-pw")
+    monkeypatch.setenv("REDIS_URL", "redis://:redis-secret-pw@h/0")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "PLAIN")  # refused: PLAINTEXT does not use SASL
+    with pytest.raises(ValidationError) as caught:
+        SimSettings()
+    text = str(caught.value)
+    assert "KAFKA_SECURITY_PROTOCOL" in text
+    assert "secret-pw" not in text
