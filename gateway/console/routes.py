@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import AuthError
+from gateway.auth import MAX_AUTHORIZATION_BYTES, AuthError
 from gateway.console.service import ConsoleService
 from gateway.console.support_auth import Forbidden, Support, SupportAuth
 from processor.wire import MAX_ID_CHARS
@@ -95,6 +95,12 @@ def console_routes(service: ConsoleService, auth: SupportAuth) -> list[Route]:
     def guarded(action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             header = request.headers.get("authorization")
+            if header is not None and len(header) > MAX_AUTHORIZATION_BYTES:  # as the player calls
+                return problem(
+                    431,
+                    "header_too_large",
+                    f"the Authorization header is over {MAX_AUTHORIZATION_BYTES} bytes",
+                )
             try:
                 support = auth.support(header.encode("latin-1") if header else None)
             except AuthError as exc:
@@ -124,9 +130,9 @@ def console_routes(service: ConsoleService, auth: SupportAuth) -> list[Route]:
     async def terminate(request: Request, support: Support) -> Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return problem(415, "unsupported_media_type", "send the body as application/json")
-        body = await request.body()
+        body = await _read_capped(request, MAX_BODY_BYTES)
         try:
-            value = orjson.loads(body) if len(body) <= MAX_BODY_BYTES else None
+            value = orjson.loads(body) if body is not None else None
         except orjson.JSONDecodeError:
             value = None
         user_id = _account_id(value.get("userId")) if isinstance(value, dict) else None
@@ -170,3 +176,18 @@ def console_routes(service: ConsoleService, auth: SupportAuth) -> list[Route]:
         Route("/console/api/live", guarded("live", live), methods=["GET"]),
         Route("/console/api/policies", guarded("policies", policies), methods=["GET"]),
     ]
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to be over `limit` (by its Content-Length before
+    any of it is read, else at the first chunk past it): a caller cannot make the gateway buffer
+    more than the limit."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)

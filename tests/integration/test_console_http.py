@@ -55,6 +55,35 @@ async def test_a_player_token_gets_403_on_every_console_call_and_no_token_401(fl
         assert not [v for v in flow.verdicts() if v["userId"] == "u1"]
 
 
+async def test_an_oversized_authorization_gets_431_and_an_oversized_terminate_body_is_refused_unread(
+    flow: Flow,
+):
+    async with running_gateway(flow) as gw, httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+        huge = {"Authorization": "Bearer " + "a" * 9000}  # over the players' 8 KiB bound too
+        for method, path, body in API_CALLS:
+            answer = await call(client, method, path, body, huge)
+            assert answer.status_code == 431, (path, answer.status_code)
+            assert answer.json()["error"] == "header_too_large"
+        # A body announced over the 4 KiB limit is refused by its Content-Length; a chunked one at
+        # the first chunk past it: nothing published for either.
+        padded = {"userId": "u-big", "sessionId": "s1", "pad": "x" * 8000}
+        announced = await client.post("/console/api/terminate", json=padded, headers=support())
+
+        async def chunks():
+            yield b'{"userId": "u-big", "sessionId": "s1", "pad": "'
+            for _ in range(64):
+                yield b"x" * 1024
+            yield b'"}'
+
+        streamed = await client.post(
+            "/console/api/terminate",
+            content=chunks(),
+            headers={**support(), "Content-Type": "application/json"},
+        )
+        assert (announced.status_code, streamed.status_code) == (400, 400)
+        assert not [v for v in flow.verdicts() if v["userId"] == "u-big"]
+
+
 async def test_the_page_and_every_answer_carry_a_strict_csp_no_framing_and_no_inline_script(flow: Flow):
     async with running_gateway(flow) as gw, httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
         answers = [
