@@ -41,12 +41,20 @@ def _seed(*parts: str) -> str:
 
 
 def event_id(
-    user_id: str, kind: str, session_id: str, target_session_id: str | None, idempotency_key: str | None
+    user_id: str,
+    kind: str,
+    session_id: str,
+    target_session_id: str | None,
+    idempotency_key: str | None,
+    issued_by: str | None = None,
 ) -> str:
     if idempotency_key is None:
         return "gw-" + os.urandom(16).hex()  # 128 random bits (uuid4().hex's shape at a tenth of its cost)
     target = target_session_id or ""  # no target: "" (an id is never empty)
-    seed = _seed("event", user_id, kind, session_id, target, idempotency_key)
+    # The console's agent is part of the event: a player's call with the same key is another event
+    # (players' ids stay as they were: no issuer, no part).
+    issuer = (issued_by,) if issued_by is not None else ()
+    seed = _seed("event", user_id, kind, session_id, target, idempotency_key, *issuer)
     return "gw-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
 
 

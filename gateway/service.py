@@ -207,7 +207,7 @@ class Gateway:
 
         `issued_by`: the support console's agent (`support:<sub>`), sent as the event's
         `issued-by` header; the verdicts then carry it as `issuedBy` (the contract)."""
-        eid = event_id(caller.user_id, kind, session_id, fields.get("targetSessionId"), key)
+        eid = event_id(caller.user_id, kind, session_id, fields.get("targetSessionId"), key, issued_by)
         answer = await self._call(kind, caller, session_id, eid, fields, issued_by)
         self._counted(kind, answer.status).inc()
         return answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 
@@ -304,3 +305,17 @@ def test_the_token_command_prints_a_token_the_gateway_accepts(monkeypatch, capsy
     assert jwt.decode(token, SECRET, algorithms=["HS256"])["exp"] - time.time() <= 120
     monkeypatch.delenv("GATEWAY_AUTH_SECRET")
     assert main(["token", "u-cli"]) == 2  # no secret configured: says so, prints no token
+
+
+def test_a_console_agents_terminate_is_another_event_than_a_players_with_the_same_key():
+    # A player naming the console's requester session and reusing the agent's key must not take
+    # over the agent's event (its verdict would then carry no issuedBy).
+    player = event_id("u1", "terminate", "support-console", "tv", "k")
+    agent = event_id("u1", "terminate", "support-console", "tv", "k", "support:alice")
+    assert agent != player
+    assert agent != event_id("u1", "terminate", "support-console", "tv", "k", "support:bob")
+    assert agent == event_id("u1", "terminate", "support-console", "tv", "k", "support:alice")
+    # Players' eventIds are as before: no issuer, no part in the seed.
+    assert (
+        player == "gw-" + hashlib.sha256(b"5:event2:u19:terminate15:support-console2:tv1:k").hexdigest()[:40]
+    )
