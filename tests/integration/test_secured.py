@@ -30,6 +30,7 @@ from aiokafka import TopicPartition
 
 from compose.kafka_acls import AclBinding, Topics, gateway_acls, processor_acls
 from compose.managed import free_port
+from compose.redis_cluster_secure import SecureRedisCluster
 from compose.secure_services import nowrite_acls
 from processor.connections import KafkaAccess, RedisAccess
 from processor.kafka_checks import KafkaAccessError, check_kafka_login
@@ -318,6 +319,33 @@ async def test_acceptance_and_gateway_over_sasl_ssl_and_rediss_with_the_contract
     )
     assert verified.clean, verified
     shown = proc.log() + orjson.dumps(health).decode() + (metrics or "")
+    for secret in secrets_of(sec):
+        assert secret not in shown
+
+
+async def test_the_processor_decides_over_a_tls_redis_cluster_as_its_acl_user(
+    secure_services: SecureEnv, secure_redis_cluster: SecureRedisCluster, tmp_path: Path
+) -> None:
+    """REDIS_CLUSTER=true over rediss:// (every node TLS) as the processor's Redis user, with
+    the contract's Kafka ACLs: the cluster client is built by the one place too."""
+    sec = secure_services
+    topics = await sec.admin.contract_topics(PARTITIONS)
+    await sec.admin.grant(processor_acls(topics=topics, reply_topics=[topics.replies]))
+    cluster = {"REDIS_URL": secure_redis_cluster.url_for("processor"), "REDIS_CLUSTER": "true"}
+    settings = admin_settings(sec, topics).model_copy(
+        update={"redis_url": secure_redis_cluster.url_for("admin"), "redis_cluster": True}
+    )
+    async with ProcessorProcess({**processor_env(sec, topics), **cluster}, tmp_path / "p.log") as proc:
+        await proc.wait_healthy(90.0)
+        config = SimConfig(
+            rate=100, duration=2, users=40, speed=30, sharers=0.2, drain_timeout=60, progress=False
+        )
+        report = await Simulation(config, settings).run()
+        check = report["check"]
+        assert (check["mismatches"], check["missing"], check["malformed_verdicts"]) == (0, 0, 0), check
+        assert report["ok"] and report["sent"]["events"] > 100
+        assert proc.running, proc.log_tail()
+        shown = proc.log()
     for secret in secrets_of(sec):
         assert secret not in shown
 
